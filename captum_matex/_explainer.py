@@ -1,0 +1,97 @@
+"""Base class shared by MATEX and every baseline: adapter, inputs, output format."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from captum.attr import GradientAttribution
+from torch import Tensor, nn
+
+from captum_matex._inputs import ResolvedText, check_images, resolve_text
+from captum_matex.adapters import VisionLanguageAdapter, get_adapter
+from captum_matex.forward import SimilarityForward
+
+OutputKind = Literal["image", "pixel", "grid"]
+
+
+def upsample_grid(grid_maps: Tensor, size: tuple[int, int]) -> Tensor:
+    r"""Bilinearly upsample ``(B, h, w)`` patch-grid maps to ``(B, 1, H, W)``."""
+    maps = F.interpolate(
+        grid_maps[:, None].float(), size=size, mode="bilinear", align_corners=False
+    )
+    return maps.clamp_min(0)
+
+
+def format_maps(grid_maps: Tensor, images: Tensor, output: OutputKind) -> Tensor:
+    r"""Shape ``(B, h, w)`` maps as an attribution for ``images``.
+
+    Args:
+        grid_maps: non-negative maps on the patch grid.
+        images: the explained ``(B, C, H, W)`` batch; sets device and dtype.
+        output: ``"image"`` gives ``(B, C, H, W)`` (the shape Captum expects),
+            ``"pixel"`` gives ``(B, 1, H, W)``, ``"grid"`` gives
+            ``(B, 1, h, w)`` without upsampling.
+    """
+    if output == "grid":
+        maps = grid_maps[:, None]
+    elif output in ("image", "pixel"):
+        maps = upsample_grid(grid_maps, tuple(images.shape[-2:]))
+        if output == "image":
+            maps = maps.expand(-1, images.shape[1], -1, -1)
+    else:
+        raise ValueError(f"output must be 'image', 'pixel' or 'grid', got {output!r}")
+    return maps.to(device=images.device, dtype=images.dtype).contiguous()
+
+
+class VisionLanguageAttribution(GradientAttribution):
+    r"""A Captum attribution that explains an image-text similarity score.
+
+    The forward function is the cosine similarity between the image embedding
+    and the text embedding, ``forward_func(images, text) -> (B,)``, so Captum
+    utilities that call ``self.forward_func`` (infidelity, NoiseTunnel,
+    sensitivity) see the same score the explainer explains.
+
+    Args:
+        model: a supported image-text model (see :mod:`captum_matex.adapters`)
+            or an adapter.
+        tokenizer: tokenizer or processor, needed when text is given as
+            strings.
+        eval_mode: put the model in eval mode during ``attribute`` (restored
+            afterwards).
+    """
+
+    def __init__(
+        self, model: nn.Module | VisionLanguageAdapter, tokenizer=None, eval_mode: bool = True
+    ) -> None:
+        self.adapter = get_adapter(model, tokenizer)
+        self.eval_mode = eval_mode
+        super().__init__(SimilarityForward(self.adapter, eval_mode=eval_mode))
+
+    @classmethod
+    def get_name(cls) -> str:
+        """The method's name as used in tables and figures."""
+        return cls.__name__
+
+    def _resolve(self, images: Any, additional_forward_args: Any) -> tuple[Tensor, ResolvedText]:
+        images = check_images(images, self.adapter)
+        text = resolve_text(additional_forward_args, images.shape[0], self.adapter, images.device)
+        return images, text
+
+    def _trace_with_gradients(
+        self, images: Tensor, text_embeddings: Tensor, hidden_states: bool = False
+    ) -> tuple[Any, list[Tensor], list[Tensor]]:
+        r"""One forward and one backward pass: trace plus gradients of the score
+        with respect to every block's attention (and hidden states if asked)."""
+        with torch.enable_grad():
+            trace = self.adapter.trace(
+                images.detach().requires_grad_(True),
+                text_embeddings,
+                attentions=True,
+                hidden_states=hidden_states,
+            )
+            wrt = trace.attentions + trace.hidden_states
+            grads = torch.autograd.grad(trace.score.sum(), wrt)
+        n_att = len(trace.attentions)
+        return trace, list(grads[:n_att]), list(grads[n_att:])

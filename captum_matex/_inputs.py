@@ -1,0 +1,144 @@
+"""Checking and resolving the inputs every explainer shares: images and text."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+from captum_matex.adapters.base import VisionLanguageAdapter
+
+
+@dataclass
+class ResolvedText:
+    r"""Text of a batch in the forms explainers use.
+
+    Attributes:
+        embeddings: ``(B, E)`` text embeddings (detached).
+        phrases: the phrases as strings where known (from strings or decoded
+            token ids), else ``None`` (text given as embeddings).
+    """
+
+    embeddings: Tensor
+    phrases: list[str] | None
+
+
+def check_images(images: Any, adapter: VisionLanguageAdapter) -> Tensor:
+    r"""Validate a batch of pixel values for ``adapter``'s image tower.
+
+    Raises:
+        TypeError / ValueError: with a message that names the fix.
+    """
+    if not isinstance(images, Tensor):
+        raise TypeError(
+            f"images must be a torch.Tensor of shape (B, C, H, W), got "
+            f"{type(images).__name__}; preprocess with the model's processor"
+        )
+    if images.ndim != 4:
+        hint = " (add a batch dimension with images.unsqueeze(0))" if images.ndim == 3 else ""
+        raise ValueError(
+            f"images must have shape (B, C, H, W), got {tuple(images.shape)}{hint}"
+        )
+    if not images.is_floating_point():
+        raise TypeError(
+            f"images have dtype {images.dtype}; pass normalised float pixel values "
+            "(the model's processor produces them)"
+        )
+    if images.shape[0] == 0:
+        raise ValueError("images is an empty batch (B = 0)")
+    channels = adapter.num_channels
+    if images.shape[1] != channels:
+        raise ValueError(
+            f"images have {images.shape[1]} channel(s) but the model expects "
+            f"{channels}; for grey radiographs repeat the channel "
+            f"(images.expand(-1, {channels}, -1, -1)) or use the model's processor"
+        )
+    expected = tuple(adapter.image_size)
+    if tuple(images.shape[-2:]) != expected:
+        raise ValueError(
+            f"images are {tuple(images.shape[-2:])} pixels but the model expects "
+            f"{expected}; resize with the model's processor"
+        )
+    finite = torch.isfinite(images).flatten(1).all(1)
+    if not bool(finite.all()):
+        bad = (~finite).nonzero().flatten().tolist()
+        raise ValueError(
+            f"images contain NaN or Inf pixels in sample(s) {bad}; clean or drop them"
+        )
+    return images
+
+
+def _phrases_from_strings(text: str | Sequence[str], batch: int) -> list[str]:
+    phrases = [text] * batch if isinstance(text, str) else list(text)
+    if len(phrases) != batch:
+        raise ValueError(
+            f"text has {len(phrases)} phrase(s) but images has {batch}; pass one "
+            "phrase per image"
+        )
+    for i, phrase in enumerate(phrases):
+        if not isinstance(phrase, str):
+            raise TypeError(f"phrase {i} is a {type(phrase).__name__}, not a str")
+        if not phrase.strip():
+            raise ValueError(f"phrase {i} is empty; give a finding to explain")
+    return phrases
+
+
+def resolve_text(
+    additional_forward_args: Any,
+    batch: int,
+    adapter: VisionLanguageAdapter,
+    device: torch.device,
+) -> ResolvedText:
+    r"""Turn ``additional_forward_args`` into text embeddings and phrases.
+
+    ``additional_forward_args`` is ``(text,)`` or ``text``, where ``text`` is
+    per-sample token ids ``(B, L)``, per-sample text embeddings ``(B, E)``, a
+    list of ``B`` strings, or one string used for every image.
+    """
+    if isinstance(additional_forward_args, tuple):
+        if len(additional_forward_args) != 1:
+            raise ValueError(
+                "additional_forward_args must be (text,): one entry, got "
+                f"{len(additional_forward_args)}"
+            )
+        (text,) = additional_forward_args
+    else:
+        text = additional_forward_args
+    if text is None:
+        raise ValueError(
+            "no text given: pass additional_forward_args=(text,) with phrases, "
+            "token ids or text embeddings"
+        )
+    if isinstance(text, (str, list)) or (
+        isinstance(text, Sequence) and not isinstance(text, Tensor)
+    ):
+        phrases = _phrases_from_strings(text, batch)
+        ids = adapter.tokenize(phrases, device)
+        return ResolvedText(adapter.text_embeddings(ids), phrases)
+    if not isinstance(text, Tensor):
+        raise TypeError(
+            f"text must be token ids, text embeddings or strings, got {type(text).__name__}"
+        )
+    if text.ndim != 2:
+        raise ValueError(
+            f"text tensor must be per-sample, (B, L) token ids or (B, E) "
+            f"embeddings; got shape {tuple(text.shape)}"
+        )
+    if text.shape[0] != batch:
+        raise ValueError(
+            f"text has {text.shape[0]} rows but images has {batch}; give one row "
+            "per image (repeat it with text.expand(B, -1) for a shared phrase)"
+        )
+    text = text.to(device)
+    if text.is_floating_point():
+        if not bool(torch.isfinite(text).all()):
+            raise ValueError("text embeddings contain NaN or Inf")
+        return ResolvedText(text.detach(), None)
+    if text.shape[1] > adapter.context_length:
+        raise ValueError(
+            f"token ids have length {text.shape[1]} but the text encoder's context "
+            f"is {adapter.context_length}; tokenize with truncation"
+        )
+    return ResolvedText(adapter.text_embeddings(text), adapter.decode(text))

@@ -1,0 +1,40 @@
+"""Model adapters: one small class per vision-language model family."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from captum_matex.adapters.base import VisionLanguageAdapter, VisionTrace
+from captum_matex.adapters.hf_clip import HFCLIPAdapter
+
+#: Adapter classes tried in order by :func:`get_adapter`.
+ADAPTERS: list[type[VisionLanguageAdapter]] = [HFCLIPAdapter]
+
+
+def get_adapter(model: nn.Module | VisionLanguageAdapter, tokenizer=None) -> VisionLanguageAdapter:
+    r"""Wrap ``model`` in the adapter of its family.
+
+    Args:
+        model: a supported model, or an adapter (returned as is).
+        tokenizer: tokenizer or processor for text given as strings.
+
+    Raises:
+        TypeError: no adapter supports ``model``; the message lists the
+            supported families and how to add one.
+    """
+    if isinstance(model, VisionLanguageAdapter):
+        if tokenizer is not None:
+            model.tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
+        return model
+    for adapter_cls in ADAPTERS:
+        if adapter_cls.supports(model):
+            return adapter_cls(model, tokenizer)
+    families = ", ".join(a.family for a in ADAPTERS)
+    raise TypeError(
+        f"{type(model).__name__} is not a supported vision-language model "
+        f"(supported: {families}). Wrap it in a subclass of "
+        "captum_matex.adapters.VisionLanguageAdapter and pass the adapter instead."
+    )
+
+
+__all__ = ["ADAPTERS", "HFCLIPAdapter", "VisionLanguageAdapter", "VisionTrace", "get_adapter"]

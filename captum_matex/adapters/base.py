@@ -1,0 +1,213 @@
+"""The adapter contract: what MATEX and the baselines need from a model family."""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+
+@dataclass
+class VisionTrace:
+    r"""Everything one forward pass of the image tower exposes to explainers.
+
+    Attributes:
+        score: ``(B,)`` cosine similarity between image and text embeddings,
+            attached to the autograd graph.
+        attentions: one ``(B, H, T, T)`` tensor of attention probabilities
+            per vision block, attached to the graph (empty when the trace
+            was taken with ``attentions=False``).
+        hidden_states: one ``(B, T, D)`` token tensor per block output
+            (block ``l`` output at index ``l``), attached to the graph; empty
+            unless requested.
+        patch_embeddings: ``(B, N, E)`` patch tokens of the last block mapped
+            into the joint embedding space (the path the CLS token takes),
+            detached.
+        text_embeddings: ``(B, E)`` text embeddings, detached.
+        grid: ``(h, w)`` patch grid, ``N = h * w``.
+        num_prefix_tokens: tokens before the patches (CLS, registers).
+    """
+
+    score: Tensor
+    attentions: list[Tensor]
+    hidden_states: list[Tensor]
+    patch_embeddings: Tensor
+    text_embeddings: Tensor
+    grid: tuple[int, int]
+    num_prefix_tokens: int
+
+
+class VisionLanguageAdapter(ABC):
+    r"""Wraps one family of image-text dual encoders behind a small interface.
+
+    Subclasses know where the attention probabilities live, how to capture them
+    with gradients, how to encode text and what the image tower's token layout
+    is. Everything an adapter changes on the model during :meth:`explaining`
+    is restored when the context exits, also on error.
+
+    Args:
+        model: the wrapped image-text model.
+        tokenizer: optional tokenizer (or processor with a ``tokenizer``
+            attribute) used when text is given as strings.
+    """
+
+    family: str = "abstract"
+
+    def __init__(self, model: nn.Module, tokenizer=None) -> None:
+        self.model = model
+        self.tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
+
+    # --- model description -------------------------------------------------
+    @property
+    @abstractmethod
+    def num_layers(self) -> int:
+        """Number of transformer blocks in the image tower."""
+
+    @property
+    @abstractmethod
+    def num_prefix_tokens(self) -> int:
+        """Tokens before the patch tokens (CLS first)."""
+
+    @property
+    @abstractmethod
+    def image_size(self) -> tuple[int, int]:
+        """``(H, W)`` input size the image tower expects."""
+
+    @property
+    @abstractmethod
+    def num_channels(self) -> int:
+        """Channels the image tower expects."""
+
+    @property
+    @abstractmethod
+    def context_length(self) -> int:
+        """Maximum number of text tokens."""
+
+    def grid_size(self, images: Tensor) -> tuple[int, int]:
+        """Patch grid ``(h, w)`` for ``images``."""
+        ph, pw = self.patch_size
+        return images.shape[-2] // ph, images.shape[-1] // pw
+
+    @property
+    @abstractmethod
+    def patch_size(self) -> tuple[int, int]:
+        """``(ph, pw)`` pixels per patch."""
+
+    @abstractmethod
+    def vision_blocks(self) -> list[nn.Module]:
+        """The image tower's transformer blocks, input to output."""
+
+    # --- text --------------------------------------------------------------
+    def tokenize(self, phrases: Sequence[str], device: torch.device) -> Tensor:
+        """Token ids ``(B, L)`` for ``phrases``; truncates with a warning."""
+        if self.tokenizer is None:
+            raise ValueError(
+                "text was given as strings but no tokenizer is known; pass "
+                "`tokenizer=` (or the processor) to the explainer, or pass token "
+                "ids / text embeddings instead"
+            )
+        n_tokens = [len(self.tokenizer(p)["input_ids"]) for p in phrases]
+        too_long = [p for p, n in zip(phrases, n_tokens) if n > self.context_length]
+        if too_long:
+            warnings.warn(
+                f"{len(too_long)} phrase(s) exceed the text encoder's context of "
+                f"{self.context_length} tokens and were truncated, e.g. "
+                f"{too_long[0][:60]!r}",
+                stacklevel=3,
+            )
+        enc = self.tokenizer(
+            list(phrases),
+            padding="max_length",
+            truncation=True,
+            max_length=self.context_length,
+            return_tensors="pt",
+        )
+        return enc["input_ids"].to(device)
+
+    def decode(self, input_ids: Tensor) -> list[str] | None:
+        """Phrases back from token ids, or ``None`` without a tokenizer."""
+        if self.tokenizer is None:
+            return None
+        return [
+            self.tokenizer.decode(row.tolist(), skip_special_tokens=True).strip()
+            for row in input_ids
+        ]
+
+    @abstractmethod
+    def encode_text(self, input_ids: Tensor) -> Tensor:
+        """Text embeddings ``(B, E)`` (not normalised) for token ids."""
+
+    # --- image -------------------------------------------------------------
+    @abstractmethod
+    def trace(
+        self,
+        images: Tensor,
+        text_embeddings: Tensor,
+        attentions: bool = True,
+        hidden_states: bool = False,
+        start_block: int = 0,
+    ) -> VisionTrace:
+        r"""One forward pass of the image tower with the requested captures.
+
+        Args:
+            images: ``(B, C, H, W)`` pixel values, preprocessed for the model.
+            text_embeddings: ``(B, E)`` text embeddings.
+            attentions: capture attention probabilities of every block.
+            hidden_states: capture every block's output tokens.
+            start_block: run the tower from this block on; ``images`` then
+                holds the ``(B, T, D)`` tokens entering that block (as given
+                by :meth:`embed_tokens`). Attentions and hidden states then
+                cover blocks ``start_block..L-1`` only.
+        """
+
+    @abstractmethod
+    def embed_tokens(self, images: Tensor, upto_block: int) -> Tensor:
+        """Tokens ``(B, T, D)`` leaving block ``upto_block`` (-1: embeddings)."""
+
+    def text_embeddings(self, text: Tensor) -> Tensor:
+        """Embeddings for per-sample text given as ids (int) or embeddings (float)."""
+        if text.is_floating_point():
+            return text
+        with torch.no_grad():
+            return self.encode_text(text)
+
+    # --- state -------------------------------------------------------------
+    @contextlib.contextmanager
+    def explaining(
+        self, eval_mode: bool = True, exposes_attention: bool = True
+    ) -> Iterator[None]:
+        r"""Prepare the model for an explanation and restore it afterwards.
+
+        Switches to eval mode (when ``eval_mode``), turns parameter gradients
+        off (explainers only need gradients with respect to activations) and,
+        when ``exposes_attention``, enables an attention path that exposes
+        probabilities. Training flags, ``requires_grad`` and the attention
+        implementation are restored on exit, also on error or
+        KeyboardInterrupt.
+        """
+        modes = {m: m.training for m in self.model.modules()}
+        grads = {p: p.requires_grad for p in self.model.parameters()}
+        try:
+            if eval_mode:
+                self.model.eval()
+            for p in grads:
+                p.requires_grad_(False)
+            if exposes_attention:
+                with self._attention_exposed():
+                    yield
+            else:
+                yield
+        finally:
+            for m, training in modes.items():
+                m.training = training
+            for p, flag in grads.items():
+                p.requires_grad_(flag)
+
+    @contextlib.contextmanager
+    def _attention_exposed(self) -> Iterator[None]:
+        """Make attention probabilities observable; restore on exit."""
+        yield

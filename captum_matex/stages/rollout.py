@@ -1,0 +1,75 @@
+"""Stage 2: multi-scale attention rollout over depth windows."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from captum_matex._maps import EPS
+
+
+def rollout(block_relevance: Tensor) -> Tensor:
+    r"""Roll relevance through blocks: :math:`R = \prod_l \mathrm{rownorm}(I + \bar A^l)`.
+
+    Args:
+        block_relevance: ``(B, L, T, T)``, blocks in forward order.
+
+    Returns:
+        ``(B, T, T)`` rollout, first block applied first.
+    """
+    batch, _, tokens, _ = block_relevance.shape
+    eye = torch.eye(tokens, device=block_relevance.device, dtype=block_relevance.dtype)
+    result = eye.expand(batch, tokens, tokens)
+    for layer in block_relevance.unbind(1):
+        step = eye + layer
+        step = step / step.sum(-1, keepdim=True).clamp_min(EPS)
+        result = step @ result
+    return result
+
+
+class MultiScaleRollout:
+    r"""Rollouts over several depth windows, each read at the CLS row.
+
+    A window is an ``int`` ``k`` (the last ``k`` blocks) or a ``float``
+    ``f`` in (0, 1] (the last ``ceil(f * L)`` blocks). The default covers the
+    last block, the last quarter, the last half and all blocks.
+
+    Args:
+        windows: the depth windows.
+    """
+
+    def __init__(self, windows: Sequence[int | float] = (1, 0.25, 0.5, 1.0)) -> None:
+        if not windows:
+            raise ValueError("give at least one depth window")
+        for w in windows:
+            if isinstance(w, bool) or not (
+                (isinstance(w, int) and w >= 1) or (isinstance(w, float) and 0 < w <= 1)
+            ):
+                raise ValueError(f"window {w!r} must be an int >= 1 or a float in (0, 1]")
+        self.windows = tuple(windows)
+
+    def depths(self, num_layers: int) -> list[int]:
+        """Number of last blocks each window covers for a ``num_layers`` tower."""
+        return [
+            min(num_layers, w) if isinstance(w, int) else max(1, math.ceil(w * num_layers))
+            for w in self.windows
+        ]
+
+    def __call__(self, block_relevance: Tensor, num_prefix_tokens: int) -> Tensor:
+        r"""
+        Args:
+            block_relevance: ``(B, L, T, T)`` from :class:`GradWeightedAttention`.
+            num_prefix_tokens: tokens before the patches (CLS at index 0).
+
+        Returns:
+            ``(B, K, N)`` one patch map per window.
+        """
+        num_layers = block_relevance.shape[1]
+        maps = [
+            rollout(block_relevance[:, num_layers - depth :])[:, 0, num_prefix_tokens:]
+            for depth in self.depths(num_layers)
+        ]
+        return torch.stack(maps, 1)

@@ -1,0 +1,88 @@
+"""Shared fixtures: tiny random-initialised CLIP models built from configs (no download)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import CLIPConfig, CLIPModel, PreTrainedTokenizerFast
+
+WORDS = (
+    "left right bilateral upper mid lower lobe base apex opacity effusion pleural small "
+    "large enlarged cardiac silhouette pneumothorax nodule edema consolidation heart "
+    "the at of no acute process"
+).split()
+
+
+def make_tokenizer(context: int = 16) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer: [PAD]=0, [BOS]=1, [UNK]=2, [EOS]=3, then WORDS."""
+    vocab = {"[PAD]": 0, "[BOS]": 1, "[UNK]": 2, "[EOS]": 3}
+    vocab.update({w: i + 4 for i, w in enumerate(WORDS)})
+    core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    from tokenizers.processors import TemplateProcessing
+
+    core.post_processor = TemplateProcessing(
+        single="[BOS] $A [EOS]", special_tokens=[("[BOS]", 1), ("[EOS]", 3)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        pad_token="[PAD]",
+        bos_token="[BOS]",
+        eos_token="[EOS]",
+        unk_token="[UNK]",
+        model_max_length=context,
+    )
+
+
+def make_clip(
+    layers: int = 3, image_size: int = 32, patch: int = 8, width: int = 32, seed: int = 0
+) -> CLIPModel:
+    """A random CLIPModel with ``layers`` vision blocks (SDPA attention, as loaded by default)."""
+    torch.manual_seed(seed)
+    config = CLIPConfig(
+        text_config=dict(
+            vocab_size=len(WORDS) + 4,
+            hidden_size=width,
+            intermediate_size=2 * width,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=16,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=3,
+        ),
+        vision_config=dict(
+            hidden_size=width,
+            intermediate_size=2 * width,
+            num_hidden_layers=layers,
+            num_attention_heads=2,
+            image_size=image_size,
+            patch_size=patch,
+        ),
+        projection_dim=16,
+    )
+    return CLIPModel(config).eval()
+
+
+@pytest.fixture
+def clip_model() -> CLIPModel:
+    return make_clip()
+
+
+@pytest.fixture
+def tokenizer() -> PreTrainedTokenizerFast:
+    return make_tokenizer()
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    return torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+PHRASES = [
+    "small left pleural effusion",
+    "right upper lobe opacity",
+    "enlarged cardiac silhouette",
+    "opacity at the left base",
+]

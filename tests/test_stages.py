@@ -1,0 +1,137 @@
+"""Each MATEX stage on tiny hand-computed tensors."""
+
+import math
+
+import pytest
+import torch
+from captum.testing.helpers.basic import assertTensorAlmostEqual
+
+from captum_matex._maps import gaussian_smooth, normalize_max, normalize_minmax
+from captum_matex.stages.attention import GradWeightedAttention
+from captum_matex.stages.consistency import LayerConsistency, pearson_matrix
+from captum_matex.stages.fusion import Fusion
+from captum_matex.stages.rollout import MultiScaleRollout, rollout
+from captum_matex.stages.text_prior import PatchTextPrior
+
+
+def test_grad_weighted_attention_is_mean_over_heads_of_positive_part():
+    attn = torch.tensor([[[[0.5, 0.5], [1.0, 0.0]], [[0.2, 0.8], [0.6, 0.4]]]])
+    grad = torch.tensor([[[[2.0, -1.0], [1.0, 3.0]], [[-5.0, 1.0], [0.5, 1.0]]]])
+    out = GradWeightedAttention()([attn], [grad])
+    # head 0: relu([[1, -0.5], [1, 0]]) ; head 1: relu([[-1, 0.8], [0.3, 0.4]])
+    expected = torch.tensor([[[[1.0 / 2, 0.8 / 2], [1.3 / 2, 0.4 / 2]]]])
+    assertTensorAlmostEqual(None, out, expected, delta=1e-6, mode="max")
+    out_max = GradWeightedAttention("max")([attn], [grad])
+    assertTensorAlmostEqual(None, out_max, torch.tensor([[[[1.0, 0.8], [1.0, 0.4]]]]), delta=1e-6, mode="max")
+
+
+def test_rollout_of_known_attention():
+    # block 0: CLS fully attends to patch 1; block 1: patch 1 attends to patch 2
+    a0 = torch.zeros(3, 3)
+    a0[0, 1] = 1.0
+    a1 = torch.zeros(3, 3)
+    a1[1, 2] = 1.0
+    rel = torch.stack([a0, a1])[None]
+    m0 = torch.tensor([[0.5, 0.5, 0], [0, 1, 0], [0, 0, 1]])
+    m1 = torch.tensor([[1.0, 0, 0], [0, 0.5, 0.5], [0, 0, 1]])
+    assertTensorAlmostEqual(None, rollout(rel)[0], m1 @ m0, delta=1e-6, mode="max")
+    maps = MultiScaleRollout(windows=(1, 2))(rel, num_prefix_tokens=1)
+    assert maps.shape == (1, 2, 2)
+    # last block only: CLS row of m1 -> patches [0, 0]; both blocks: CLS row of m1 @ m0
+    assertTensorAlmostEqual(None, maps[0, 0], torch.tensor([0.0, 0.0]), delta=1e-6, mode="max")
+    assertTensorAlmostEqual(None, maps[0, 1], (m1 @ m0)[0, 1:], delta=1e-6, mode="max")
+
+
+def test_rollout_window_depths():
+    assert MultiScaleRollout((1, 0.25, 0.5, 1.0)).depths(12) == [1, 3, 6, 12]
+    assert MultiScaleRollout((1, 0.25, 0.5, 1.0)).depths(4) == [1, 1, 2, 4]
+    assert MultiScaleRollout((20,)).depths(4) == [4]
+    for bad in [(), (0,), (1.5,), (True,)]:
+        with pytest.raises(ValueError):
+            MultiScaleRollout(bad)
+
+
+def _relevance_from_cls_rows(rows: torch.Tensor) -> torch.Tensor:
+    """(L, N) CLS rows -> (1, L, 1 + N, 1 + N) relevance with those rows."""
+    num_layers, n = rows.shape
+    rel = torch.zeros(1, num_layers, n + 1, n + 1)
+    rel[0, :, 0, 1:] = rows
+    return rel
+
+
+def test_consistency_identical_layers_get_equal_weights():
+    rows = torch.tensor([[1.0, 0.0, 0.0, 0.0]] * 4)
+    result = LayerConsistency(temperature=0.1)(_relevance_from_cls_rows(rows), 1)
+    assertTensorAlmostEqual(None, result.weights, torch.full((1, 4), 0.25), delta=1e-6, mode="max")
+    assertTensorAlmostEqual(None, result.map, rows[:1], delta=1e-6, mode="max")
+
+
+def test_consistency_down_weights_a_disagreeing_layer():
+    rows = torch.tensor([[1.0, 0.0, 0.0, 0.0], [2.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+    tau = 0.5
+    result = LayerConsistency(temperature=tau)(_relevance_from_cls_rows(rows), 1)
+    # corr(l0, l1) = 1, corr(l0, l2) = corr(l1, l2) = -1/3 (hand computed)
+    agreement = torch.tensor([1 / 3, 1 / 3, -1 / 3])
+    assertTensorAlmostEqual(None, result.agreement[0], agreement, delta=1e-5, mode="max")
+    weights = torch.softmax(agreement / tau, 0)
+    assertTensorAlmostEqual(None, result.weights[0], weights, delta=1e-5, mode="max")
+    expected = weights[0] * torch.tensor([1.0, 0, 0, 0]) * 2 + weights[2] * torch.tensor([0, 0, 0, 1.0])
+    assertTensorAlmostEqual(None, result.map[0], expected, delta=1e-5, mode="max")
+
+
+def test_pearson_matrix_constant_row_is_uncorrelated():
+    corr = pearson_matrix(torch.tensor([[[1.0, 1.0, 1.0], [0.0, 1.0, 2.0]]]))
+    assertTensorAlmostEqual(None, corr[0], torch.eye(2), delta=1e-6, mode="max")
+
+
+def test_patch_text_prior_peaks_where_patch_matches_text():
+    text = torch.tensor([[1.0, 0.0]])
+    patches = torch.tensor([[[0.0, 1.0]] * 9])
+    patches[0, 4] = torch.tensor([1.0, 0.0])  # centre of a 3x3 grid
+    prior = PatchTextPrior(sigma=0)(patches, text, (3, 3))
+    assertTensorAlmostEqual(None, prior[0], torch.eye(9)[4], delta=1e-6, mode="max")
+    smooth = PatchTextPrior(sigma=1.0)(patches, text, (3, 3))
+    assert smooth[0].argmax() == 4 and smooth[0].max() == 1.0 and smooth[0].min() > 0
+
+
+def test_patch_text_prior_without_positive_similarity_is_uniform():
+    prior = PatchTextPrior()(-torch.ones(1, 4, 2), torch.ones(1, 2), (2, 2))
+    assertTensorAlmostEqual(None, prior, torch.ones(1, 4), delta=0, mode="max")
+
+
+def test_fusion_formula():
+    rollouts = torch.tensor([[[1.0, 0.0, 0.5], [2.0, 2.0, 0.0]]])  # max-normalised: [1,0,.5], [1,1,0]
+    consistency = torch.tensor([[0.0, 4.0, 4.0]])  # -> [0, 1, 1]
+    prior = torch.tensor([[1.0, 0.0, 1.0]])
+    fusion = Fusion(alpha=0.5, floors={"anatomy": 0.25})
+    evidence = 0.5 * torch.tensor([1.0, 0.5, 0.25]) + 0.5 * torch.tensor([0.0, 1.0, 1.0])
+    assertTensorAlmostEqual(None, fusion.evidence(rollouts, consistency)[0], evidence, delta=1e-6, mode="max")
+    raw = evidence * torch.tensor([1.0, 0.25, 1.0])
+    expected = (raw - raw.min()) / (raw.max() - raw.min())
+    out = fusion(rollouts, consistency, {"anatomy": prior})
+    assertTensorAlmostEqual(None, out[0], expected, delta=1e-6, mode="max")
+
+
+def test_fusion_prior_cannot_create_evidence():
+    evidence = torch.tensor([[[0.0, 0.0, 1.0, 0.5]]])
+    prior = torch.tensor([[1.0, 1.0, 0.0, 0.0]])  # prior points where there is no evidence
+    out = Fusion(alpha=1.0)(evidence, None, {"anatomy": prior})
+    assert out[0, 0] == 0 and out[0, 1] == 0 and out[0, 2] == 1.0
+    for bad in [dict(alpha=1.5), dict(default_floor=0.0), dict(floors={"text": 1.2})]:
+        with pytest.raises(ValueError):
+            Fusion(**bad)
+
+
+def test_normalisations_are_finite_on_degenerate_maps():
+    maps = torch.tensor([[0.0, 0.0], [3.0, 3.0], [1.0, 3.0]])
+    assertTensorAlmostEqual(None, normalize_minmax(maps), torch.tensor([[0.0, 0], [1, 1], [0, 1]]), delta=0, mode="max")
+    assertTensorAlmostEqual(None, normalize_max(maps), torch.tensor([[0.0, 0], [1, 1], [1 / 3, 1]]), delta=1e-6, mode="max")
+
+
+def test_gaussian_smooth_keeps_mass_in_the_interior_and_sigma_zero_is_identity():
+    grid = torch.zeros(1, 9, 9)
+    grid[0, 4, 4] = 1.0
+    smooth = gaussian_smooth(grid, 1.0)
+    assert math.isclose(smooth.sum().item(), 1.0, rel_tol=1e-5)
+    assert smooth[0, 4, 4] < 1 and smooth[0, 4, 4] == smooth.max()
+    assert torch.equal(gaussian_smooth(grid, 0), grid)
