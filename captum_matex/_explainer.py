@@ -74,6 +74,17 @@ class VisionLanguageAttribution(GradientAttribution):
         """The method's name as used in tables and figures."""
         return cls.__name__
 
+    @staticmethod
+    def _untuple(inputs: Any) -> tuple[Any, bool]:
+        r"""Captum passes inputs as a 1-tuple in places; unwrap it and remember."""
+        if isinstance(inputs, tuple):
+            if len(inputs) != 1:
+                raise ValueError(
+                    f"inputs must be one image tensor (or a 1-tuple), got {len(inputs)} tensors"
+                )
+            return inputs[0], True
+        return inputs, False
+
     def _resolve(self, images: Any, additional_forward_args: Any) -> tuple[Tensor, ResolvedText]:
         images = check_images(images, self.adapter)
         text = resolve_text(additional_forward_args, images.shape[0], self.adapter, images.device)

@@ -142,7 +142,8 @@ class MATEX(VisionLanguageAttribution):
 
         Args:
             inputs: ``(B, C, H, W)`` pixel values as the model's processor
-                makes them.
+                makes them (or a 1-tuple of it, giving a 1-tuple back, as
+                Captum's metrics pass them).
             additional_forward_args: ``(text,)``: per-sample token ids
                 ``(B, L)``, per-sample text embeddings ``(B, E)``, a list of
                 ``B`` phrases, or one phrase for all images. Tensors are
@@ -164,6 +165,7 @@ class MATEX(VisionLanguageAttribution):
             ValueError / TypeError: for malformed images or text; the message
                 names the fix.
         """
+        inputs, is_tuple = self._untuple(inputs)
         with self.adapter.explaining(self.eval_mode):
             images, text = self._resolve(inputs, additional_forward_args)
             trace, attn_grads, _ = self._trace_with_gradients(images, text.embeddings)
@@ -177,6 +179,7 @@ class MATEX(VisionLanguageAttribution):
                 stacklevel=2,
             )
         maps = format_maps(diagnostics.fused, images, output)
+        maps = (maps,) if is_tuple else maps
         return (maps, diagnostics) if return_diagnostics else maps
 
     def _fuse(self, trace, attn_grads, phrases, anatomy_masks, images) -> MATEXDiagnostics:

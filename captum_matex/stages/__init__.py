@@ -1,0 +1,29 @@
+"""MATEX's stages, each a small object with one job, passed to :class:`~captum_matex.MATEX`."""
+
+from captum_matex.stages.anatomy import (
+    ATLAS_REGIONS,
+    AnatomicalPrior,
+    ChestAtlas,
+    PhraseAnatomy,
+    parse_phrase,
+)
+from captum_matex.stages.attention import GradWeightedAttention
+from captum_matex.stages.consistency import ConsistencyResult, LayerConsistency
+from captum_matex.stages.fusion import Fusion
+from captum_matex.stages.rollout import MultiScaleRollout, rollout
+from captum_matex.stages.text_prior import PatchTextPrior
+
+__all__ = [
+    "ATLAS_REGIONS",
+    "AnatomicalPrior",
+    "ChestAtlas",
+    "ConsistencyResult",
+    "Fusion",
+    "GradWeightedAttention",
+    "LayerConsistency",
+    "MultiScaleRollout",
+    "PatchTextPrior",
+    "PhraseAnatomy",
+    "parse_phrase",
+    "rollout",
+]
