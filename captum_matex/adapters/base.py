@@ -175,6 +175,49 @@ class VisionLanguageAdapter(ABC):
         with torch.no_grad():
             return self.encode_text(text)
 
+    # --- optional capabilities (used by some baselines) -----------------------
+    def project_tokens(self, tokens: Tensor) -> Tensor:
+        r"""Map block-output tokens ``(B, n, D)`` into the joint image-text space
+        the way the image embedding is made from the CLS token (final norm and
+        projection). Used by LeGrad (per-block image embeddings).
+
+        Raises:
+            NotImplementedError: the adapter does not expose the projection.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} does not implement project_tokens(); add it to "
+            "the adapter (final layer norm + visual projection) to use this method"
+        )
+
+    @contextlib.contextmanager
+    def capture_attention_projections(
+        self, blocks: Sequence[int]
+    ) -> Iterator[dict[int, dict[str, Tensor]]]:
+        r"""Capture the attention projections of some vision blocks during a trace.
+
+        Inside the context every forward pass through block ``b`` (in
+        ``blocks``, negative indices allowed) stores, in
+        ``captured[b]``, the ``(B, T, D)`` tensors ``"query"``, ``"key"`` and
+        ``"value"`` (in-projections, heads concatenated, before scaling) and
+        ``"context"`` (the attention output before the out-projection, heads
+        concatenated), all attached to the autograd graph. Hooks are removed on
+        exit, also on error. Used by Grad-ECLIP.
+
+        Args:
+            blocks: vision block indices.
+
+        Yields:
+            dict: block index (as given) to its captured tensors.
+
+        Raises:
+            NotImplementedError: the adapter does not expose the projections.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} does not implement capture_attention_projections(); "
+            "add it to the adapter to use this method"
+        )
+        yield {}  # pragma: no cover
+
     # --- state -------------------------------------------------------------
     @contextlib.contextmanager
     def explaining(

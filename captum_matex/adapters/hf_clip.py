@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -172,6 +172,38 @@ class HFCLIPAdapter(VisionLanguageAdapter):
             return gh, gw
         side = int(round(n_patches**0.5))
         return side, n_patches // side
+
+    @contextlib.contextmanager
+    def capture_attention_projections(
+        self, blocks: Sequence[int]
+    ) -> Iterator[dict[int, dict[str, Tensor]]]:
+        layers = self.vision.encoder.layers
+        captured: dict[int, dict[str, Tensor]] = {b: {} for b in blocks}
+        handles = []
+
+        def store(block: int, name: str):
+            def hook(_module, _inputs, output):
+                captured[block][name] = output
+
+            return hook
+
+        def store_context(block: int):
+            def pre_hook(_module, inputs):
+                captured[block]["context"] = inputs[0]
+
+            return pre_hook
+
+        try:
+            for b in blocks:
+                attn = layers[b].self_attn
+                handles.append(attn.q_proj.register_forward_hook(store(b, "query")))
+                handles.append(attn.k_proj.register_forward_hook(store(b, "key")))
+                handles.append(attn.v_proj.register_forward_hook(store(b, "value")))
+                handles.append(attn.out_proj.register_forward_pre_hook(store_context(b)))
+            yield captured
+        finally:
+            for handle in handles:
+                handle.remove()
 
     @contextlib.contextmanager
     def _attention_exposed(self) -> Iterator[None]:

@@ -1,0 +1,93 @@
+"""The anatomical prior of the phrase alone: an honesty row, no model evidence."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from captum.log import log_usage
+from torch import Tensor, nn
+
+from captum_matex._explainer import OutputKind
+from captum_matex.adapters import VisionLanguageAdapter
+from captum_matex.baselines._base import _DEFAULT, BaselineAttribution
+from captum_matex.baselines._registry import register
+from captum_matex.stages.anatomy import AnatomicalPrior
+
+
+@register("prior_only")
+class AnatomyPriorOnly(BaselineAttribution):
+    r"""The phrase's anatomical prior, upsampled: what a map can score on
+    grounding benchmarks without looking at the image or the model.
+
+    .. math::
+        M = \mathrm{upsample}\big(P_{\mathrm{anat}}(\text{phrase})\big)
+
+    with :math:`P_{\mathrm{anat}}` the
+    :class:`~captum_matex.stages.anatomy.AnatomicalPrior` on the patch grid
+    (peak 1). Benchmarks report it next to MATEX (see the method's honesty
+    rules). Phrases come from strings or are decoded from token ids; text
+    given as embeddings has no words, so the prior is uniform unless
+    ``anatomy_masks`` is given.
+
+    Args:
+        model: a supported image-text model or an adapter (only its input
+            layout and tokenizer are used).
+        tokenizer: tokenizer or processor for text given as strings or ids.
+        prior (AnatomicalPrior, optional): the prior; the MATEX default when
+            omitted.
+        normalize: ``"max"`` (default), ``"minmax"`` or ``None``.
+        eval_mode: kept for the common signature.
+
+    Examples::
+
+        >>> maps = AnatomyPriorOnly(model, processor).attribute(
+        ...     pixel_values, additional_forward_args=(["left basilar atelectasis"],))
+    """
+
+    default_normalize = "max"
+
+    def __init__(
+        self,
+        model: nn.Module | VisionLanguageAdapter,
+        tokenizer=None,
+        *,
+        prior: AnatomicalPrior | None = None,
+        normalize=_DEFAULT,
+        eval_mode: bool = True,
+    ) -> None:
+        super().__init__(model, tokenizer, normalize=normalize, eval_mode=eval_mode)
+        self.prior = AnatomicalPrior() if prior is None else prior
+
+    @classmethod
+    def get_name(cls) -> str:
+        """``"Prior only"``."""
+        return "Prior only"
+
+    @log_usage()
+    def attribute(
+        self,
+        inputs: Tensor,
+        additional_forward_args: Any = None,
+        output: OutputKind = "image",
+        anatomy_masks: Tensor | None = None,
+    ) -> Tensor:
+        r"""
+        Args:
+            inputs: ``(B, C, H, W)`` pixel values (only their shape, device
+                and dtype are used).
+            additional_forward_args: ``(text,)``: phrases or token ids (text
+                embeddings give a uniform prior).
+            output: ``"image"``, ``"pixel"`` or ``"grid"``.
+            anatomy_masks: optional ``(B, H, W)`` region masks replacing the
+                atlas per sample.
+
+        Returns:
+            Non-negative maps on the device of ``inputs``.
+        """
+        with self.adapter.explaining(self.eval_mode, exposes_attention=False), torch.no_grad():
+            images, text = self._resolve(inputs, additional_forward_args)
+        grid = self.adapter.grid_size(images)
+        phrases = text.phrases if text.phrases is not None else [None] * images.shape[0]
+        prior = self.prior(phrases, grid, masks=anatomy_masks, device=images.device)
+        return self._finish_grid(prior.reshape(-1, *grid), images, output)
