@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -10,10 +10,12 @@ from captum.attr import GradientAttribution
 from torch import Tensor, nn
 
 from captum_matex._inputs import ResolvedText, check_images, resolve_text
-from captum_matex.adapters import VisionLanguageAdapter, get_adapter
+from captum_matex.adapters import VisionLanguageAdapter, VisionTrace, get_adapter
 from captum_matex.forward import SimilarityForward
 
 OutputKind = Literal["image", "pixel", "grid"]
+#: ``(attention (B, H, T, T), gradient (B, H, T, T)) -> (B, T, T)``
+BlockReduction = Callable[[Tensor, Tensor], Tensor]
 
 
 def upsample_grid(grid_maps: Tensor, size: tuple[int, int]) -> Tensor:
@@ -90,19 +92,34 @@ class VisionLanguageAttribution(GradientAttribution):
         text = resolve_text(additional_forward_args, images.shape[0], self.adapter, images.device)
         return images, text
 
-    def _trace_with_gradients(
-        self, images: Tensor, text_embeddings: Tensor, hidden_states: bool = False
-    ) -> tuple[Any, list[Tensor], list[Tensor]]:
-        r"""One forward and one backward pass: trace plus gradients of the score
-        with respect to every block's attention (and hidden states if asked)."""
+    def _attention_relevance(
+        self, images: Tensor, text_embeddings: Tensor, reduce: BlockReduction
+    ) -> tuple[VisionTrace, Tensor]:
+        r"""One forward and one backward pass giving ``reduce(A^l, dS/dA^l)`` for
+        every block ``l``, stacked to ``(B, L, T, T)``.
+
+        Each block is reduced by a tensor hook as soon as its gradient arrives,
+        so the full ``(B, H, T, T)`` gradients of all blocks are never held at
+        once and the attention probabilities are released as the backward pass
+        goes. The returned trace has no attentions left.
+        """
         with torch.enable_grad():
             trace = self.adapter.trace(
-                images.detach().requires_grad_(True),
-                text_embeddings,
-                attentions=True,
-                hidden_states=hidden_states,
+                images.detach().requires_grad_(True), text_embeddings, attentions=True
             )
-            wrt = trace.attentions + trace.hidden_states
-            grads = torch.autograd.grad(trace.score.sum(), wrt)
-        n_att = len(trace.attentions)
-        return trace, list(grads[:n_att]), list(grads[n_att:])
+            pending: list[Tensor | None] = list(trace.attentions)
+            trace.attentions = []
+            reduced: list[Tensor | None] = [None] * len(pending)
+
+            def hook_for(index: int):
+                def hook(grad: Tensor) -> None:
+                    reduced[index] = reduce(pending[index].detach(), grad)
+                    pending[index] = None
+
+                return hook
+
+            first = pending[0]
+            for index, attention in enumerate(pending):
+                attention.register_hook(hook_for(index))
+            torch.autograd.grad(trace.score.sum(), first)
+        return trace, torch.stack(reduced, 1)

@@ -168,9 +168,11 @@ class MATEX(VisionLanguageAttribution):
         inputs, is_tuple = self._untuple(inputs)
         with self.adapter.explaining(self.eval_mode):
             images, text = self._resolve(inputs, additional_forward_args)
-            trace, attn_grads, _ = self._trace_with_gradients(images, text.embeddings)
+            trace, relevance = self._attention_relevance(
+                images, text.embeddings, self.attention.block
+            )
         with torch.no_grad():
-            diagnostics = self._fuse(trace, attn_grads, text.phrases, anatomy_masks, images)
+            diagnostics = self._fuse(trace, relevance, text.phrases, anatomy_masks, images)
         if diagnostics.evidence.flatten(1).amax(1).eq(0).any():
             warnings.warn(
                 "MATEX found no positive gradient-weighted attention for some "
@@ -182,11 +184,10 @@ class MATEX(VisionLanguageAttribution):
         maps = (maps,) if is_tuple else maps
         return (maps, diagnostics) if return_diagnostics else maps
 
-    def _fuse(self, trace, attn_grads, phrases, anatomy_masks, images) -> MATEXDiagnostics:
+    def _fuse(self, trace, relevance, phrases, anatomy_masks, images) -> MATEXDiagnostics:
         grid = trace.grid
         batch = images.shape[0]
         prefix = trace.num_prefix_tokens
-        relevance = self.attention([a.detach() for a in trace.attentions], attn_grads)
         rollouts = self.rollout(relevance, prefix) if self.rollout is not None else None
         consistency = self.consistency(relevance, prefix) if self.consistency is not None else None
         priors: dict[str, Tensor] = {}

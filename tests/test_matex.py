@@ -205,3 +205,20 @@ def test_one_phrase_string_applies_to_every_image(clip_model, tokenizer, images)
         explainer.attribute(images, ("left pleural effusion",)),
         explainer.attribute(images, (["left pleural effusion"] * 4,)),
     )
+
+
+def test_block_relevance_matches_a_direct_computation_from_the_model(tokenizer, images):
+    model = make_clip()
+    ids = tokenizer(PHRASES, padding="max_length", max_length=16, return_tensors="pt")["input_ids"]
+    _, diag = MATEX(model, tokenizer).attribute(images, (ids,), return_diagnostics=True)
+    model.set_attn_implementation("eager")
+    out = model.vision_model(pixel_values=images, output_attentions=True)
+    image_emb = model.visual_projection(out.pooler_output)
+    with torch.no_grad():
+        text_emb = model.get_text_features(input_ids=ids)
+        text_emb = getattr(text_emb, "pooler_output", text_emb)
+    score = torch.nn.functional.cosine_similarity(image_emb, text_emb)
+    grads = torch.autograd.grad(score.sum(), out.attentions)
+    rows = torch.stack([(g * a).clamp_min(0).mean(1)[:, 0, 1:] for a, g in zip(out.attentions, grads)], 1)
+    rows = rows / rows.amax(-1, keepdim=True)
+    assertTensorAlmostEqual(None, diag.per_layer.flatten(2), rows, delta=1e-5, mode="max")

@@ -35,10 +35,9 @@ class GradWeightedAttention:
         """
         if len(attentions) != len(gradients) or not attentions:
             raise ValueError("need one gradient per attention map, and at least one block")
-        per_block = []
-        for attn, grad in zip(attentions, gradients):
-            weighted = (grad * attn).clamp_min(0)
-            per_block.append(
-                weighted.mean(1) if self.head_reduction == "mean" else weighted.amax(1)
-            )
-        return torch.stack(per_block, 1)
+        return torch.stack([self.block(a, g) for a, g in zip(attentions, gradients)], 1)
+
+    def block(self, attention: Tensor, gradient: Tensor) -> Tensor:
+        r"""One block: ``(B, H, T, T)`` attention and gradient -> ``(B, T, T)``."""
+        weighted = (gradient * attention).clamp_min(0)
+        return weighted.mean(1) if self.head_reduction == "mean" else weighted.amax(1)

@@ -66,10 +66,20 @@ class MultiScaleRollout:
 
         Returns:
             ``(B, K, N)`` one patch map per window.
+
+        Every window ends at the last block, so only the CLS row is needed:
+        it is propagated from the last block backwards,
+        :math:`r \leftarrow r\,\mathrm{rownorm}(I + \bar A^l)`, and read off
+        when a window's depth is reached (O(L T^2) instead of O(L T^3)).
         """
-        num_layers = block_relevance.shape[1]
-        maps = [
-            rollout(block_relevance[:, num_layers - depth :])[:, 0, num_prefix_tokens:]
-            for depth in self.depths(num_layers)
-        ]
-        return torch.stack(maps, 1)
+        batch, num_layers, tokens, _ = block_relevance.shape
+        depths = self.depths(num_layers)
+        eye = torch.eye(tokens, device=block_relevance.device, dtype=block_relevance.dtype)
+        row = eye[0].expand(batch, 1, tokens)
+        at_depth = {}
+        for depth in range(1, max(depths) + 1):
+            step = eye + block_relevance[:, num_layers - depth]
+            step = step / step.sum(-1, keepdim=True).clamp_min(EPS)
+            row = row @ step
+            at_depth[depth] = row[:, 0, num_prefix_tokens:]
+        return torch.stack([at_depth[d] for d in depths], 1)

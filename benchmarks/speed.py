@@ -1,0 +1,189 @@
+"""Cost of explanation methods relative to one forward+backward of the same score.
+
+For each model size and batch size, measured in one run on the same model
+and inputs (interleaved rounds, median of each):
+
+- ``floor``: one forward + backward of the image-text cosine score with
+  respect to the images, the model as users load it from transformers 5.x
+  (SDPA attention). This is the floor for any gradient method.
+- ``floor_eager``: the same with eager attention (the path that exposes
+  attention probabilities).
+- each method from ``captum_matex.baselines`` named by ``--methods``.
+
+Peak memory above the loaded model is measured per method in a fresh
+process (Linux VmHWM reset through /proc/self/clear_refs), or with
+``torch.cuda.max_memory_allocated`` on CUDA.
+
+Usage::
+
+    python benchmarks/speed.py                      # tiny, ViT-B/16 batch 1 and 8
+    python benchmarks/speed.py --sizes tiny --batches 1 --methods matex,chefer
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Callable
+
+import torch
+from transformers import CLIPConfig, CLIPModel
+
+from captum_matex.adapters import get_adapter
+from captum_matex.baselines import get as get_method
+
+SIZES = {
+    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                 num_attention_heads=4, image_size=112, patch_size=8),
+    "vit-b16": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                    num_attention_heads=12, image_size=224, patch_size=16),
+}
+
+
+def build_model(size: str) -> CLIPModel:
+    """A random-initialised CLIP whose vision tower has the given size (SDPA, as loaded)."""
+    torch.manual_seed(0)
+    vision = SIZES[size]
+    config = CLIPConfig(
+        vision_config=vision,
+        text_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                         num_attention_heads=2),
+        projection_dim=512 if size != "tiny" else 64,
+    )
+    return CLIPModel(config).eval()
+
+
+def make_inputs(model: CLIPModel, batch: int, device: str):
+    size = model.config.vision_config.image_size
+    generator = torch.Generator().manual_seed(1)
+    images = torch.randn(batch, 3, size, size, generator=generator).to(device)
+    text = torch.randn(batch, model.config.projection_dim, generator=generator).to(device)
+    return images, text
+
+
+def runner(name: str, model: CLIPModel) -> Callable[[torch.Tensor, torch.Tensor], object]:
+    """A callable running ``name`` once on ``(images, text_embeddings)``."""
+    if name in ("floor", "floor_eager"):
+        adapter = get_adapter(model)
+
+        def run(images, text):
+            eager = adapter._attention_exposed() if name == "floor_eager" else nullcontext()
+            with eager:
+                x = images.detach().requires_grad_(True)
+                score = adapter.trace(x, text, attentions=False).score
+                return torch.autograd.grad(score.sum(), x)[0]
+
+        return run
+    explainer = get_method(name)(model)
+    return lambda images, text: explainer.attribute(images, (text,))
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_methods(model, names, batch, device, rounds) -> dict[str, float]:
+    """Median seconds per call of each method, interleaved over ``rounds``."""
+    images, text = make_inputs(model, batch, device)
+    runs = {name: runner(name, model) for name in names}
+    for run in runs.values():  # warm-up
+        run(images, text)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            _sync(device)
+            start = time.perf_counter()
+            run(images, text)
+            _sync(device)
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def _rss_peak_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmHWM")
+
+
+def _rss_now_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def _peak_memory_child(size, name, batch, device) -> float:
+    torch.set_num_threads(torch.get_num_threads())
+    model = build_model(size).to(device)
+    images, text = make_inputs(model, batch, device)
+    run = runner(name, model)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        run(images, text)
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    Path("/proc/self/clear_refs").write_text("5")
+    base = _rss_now_kib()
+    run(images, text)
+    return (_rss_peak_kib() - base) / 1024
+
+
+def peak_memory_mib(size, name, batch, device) -> float:
+    """Peak memory (MiB) of one call above the loaded model, in a fresh process."""
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+        return pool.submit(_peak_memory_child, size, name, batch, device).result()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="tiny,vit-b16")
+    parser.add_argument("--batches", default="1,8")
+    parser.add_argument("--methods", default="matex")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--no-memory", action="store_true", help="skip peak-memory runs")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+
+    names = ["floor", "floor_eager"] + [m for m in args.methods.split(",") if m]
+    results = []
+    print(f"device {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    for size in args.sizes.split(","):
+        model = build_model(size).to(args.device)
+        for batch in map(int, args.batches.split(",")):
+            times = time_methods(model, names, batch, args.device, args.rounds)
+            memory = {} if args.no_memory else {
+                name: peak_memory_mib(size, name, batch, args.device) for name in names
+            }
+            print(f"\n{size}, batch {batch}")
+            print(f"{'method':>14} {'s/call':>9} {'s/image':>9} {'x floor':>8} "
+                  f"{'x eager':>8} {'peak MiB':>9} {'x floor mem':>11}")
+            for name in names:
+                row = {
+                    "size": size, "batch": batch, "method": name,
+                    "seconds": times[name], "seconds_per_image": times[name] / batch,
+                    "ratio_to_floor": times[name] / times["floor"],
+                    "ratio_to_eager_floor": times[name] / times["floor_eager"],
+                    "peak_mib": memory.get(name),
+                    "memory_ratio": (memory[name] / memory["floor"]) if memory else None,
+                }
+                results.append(row)
+                mem = f"{row['peak_mib']:9.1f} {row['memory_ratio']:11.2f}" if memory else ""
+                print(f"{name:>14} {row['seconds']:9.4f} {row['seconds_per_image']:9.4f} "
+                      f"{row['ratio_to_floor']:8.2f} {row['ratio_to_eager_floor']:8.2f} {mem}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
