@@ -1,0 +1,158 @@
+r"""Tests of the synthetic chest-radiograph phantom (captum_matex.data.phantom)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from captum_matex.data import PhantomCXR, PhantomSample
+from captum_matex.data.phantom import (
+    FINDINGS,
+    LATERALISED,
+    all_phrases,
+    candidate_phrases,
+    swap_laterality,
+)
+
+
+@pytest.fixture(scope="module")
+def samples() -> list:
+    ds = PhantomCXR(split="test", seed=0, length=160)
+    return [ds[i] for i in range(len(ds))]
+
+
+def test_sample_fields_and_range(samples: list) -> None:
+    s = samples[0]
+    assert isinstance(s, PhantomSample)
+    assert s.image.shape == (1, 224, 224) and s.image.dtype == torch.float32
+    for s in samples:
+        assert float(s.image.min()) >= 0.0 and float(s.image.max()) <= 1.0
+        assert s.finding in FINDINGS
+        assert s.findings[0].finding == s.finding and s.findings[0].phrase == s.phrase
+        assert s.mask.shape == (224, 224) and s.mask.dtype == torch.bool
+        assert s.laterality in ("left", "right", "bilateral", None)
+
+
+def test_every_finding_occurs(samples: list) -> None:
+    seen = {s.finding for s in samples}
+    assert seen == set(FINDINGS)
+    assert any(len(s.findings) > 1 for s in samples), "no sample with a second finding"
+
+
+def test_deterministic_by_seed() -> None:
+    a = PhantomCXR(split="val", seed=3, length=20)
+    b = PhantomCXR(split="val", seed=3, length=20)
+    c = PhantomCXR(split="val", seed=4, length=20)
+    for i in (0, 7, 19):
+        sa, sb = a[i], b[i]
+        assert torch.equal(sa.image, sb.image)
+        assert (sa.phrase, sa.boxes) == (sb.phrase, sb.boxes)
+        assert not torch.equal(sa.image, c[i].image)
+    assert torch.equal(a[-1].image, a[19].image)
+    with pytest.raises(IndexError):
+        a[20]
+
+
+def test_splits_are_disjoint() -> None:
+    splits = {s: PhantomCXR(split=s, seed=0, length=10_000) for s in ("train", "val", "test")}
+    ranges = {s: {d.sample_seed(0), d.sample_seed(len(d) - 1)} for s, d in splits.items()}
+    seeds = {s: set(range(min(r), max(r) + 1)) for s, r in ranges.items()}
+    assert not seeds["train"] & seeds["val"]
+    assert not seeds["train"] & seeds["test"]
+    assert not seeds["val"] & seeds["test"]
+    images = [splits[s][0].image for s in splits]
+    assert not torch.equal(images[0], images[1]) and not torch.equal(images[1], images[2])
+    with pytest.raises(ValueError, match="split"):
+        PhantomCXR(split="training")
+
+
+def test_boxes_cover_and_are_tight(samples: list) -> None:
+    for s in samples:
+        for rec in s.findings:
+            mask = rec.mask.numpy()
+            if rec.finding == "normal":
+                assert rec.boxes == [] and not mask.any()
+                continue
+            assert mask.any(), rec.finding
+            covered = np.zeros_like(mask)
+            for x, y, w, h in rec.boxes:
+                assert w > 0 and h > 0 and x >= 0 and y >= 0
+                assert x + w <= mask.shape[1] and y + h <= mask.shape[0]
+                covered[y : y + h, x : x + w] = True
+                box = mask[y : y + h, x : x + w]
+                # tight: the mask touches all four sides of each box
+                assert box[0].any() and box[-1].any() and box[:, 0].any() and box[:, -1].any()
+            assert not (mask & ~covered).any(), f"{rec.finding}: mask pixels outside boxes"
+            expected = 2 if rec.laterality == "bilateral" else 1
+            assert len(rec.boxes) == expected, (rec.finding, rec.laterality, rec.boxes)
+
+
+def test_radiological_side_convention(samples: list) -> None:
+    r"""Patient's left is on the image right (PA view)."""
+    checked = 0
+    for s in samples:
+        for rec in s.findings:
+            if rec.laterality not in ("left", "right"):
+                continue
+            cols = np.flatnonzero(rec.mask.numpy().any(0))
+            centre = cols.mean() / rec.mask.shape[1]
+            assert (centre > 0.5) == (rec.laterality == "left"), (rec.phrase, centre)
+            assert rec.laterality in rec.phrase
+            checked += 1
+    assert checked > 30
+
+
+def test_findings_at_plausible_places(samples: list) -> None:
+    rows = {}
+    for s in samples:
+        if s.finding in ("effusion", "pneumothorax", "atelectasis", "cardiomegaly"):
+            r = np.flatnonzero(s.mask.numpy().any(1)).mean() / 224
+            rows.setdefault(s.finding, []).append(r)
+    assert min(rows["effusion"]) > 0.5  # dependent fluid at the bases
+    assert max(rows["pneumothorax"]) < 0.5  # apical
+    assert min(rows["atelectasis"]) > 0.5  # basilar bands
+    heart = [s for s in samples if s.finding == "cardiomegaly"]
+    normal = [s for s in samples if s.finding == "normal"]
+    assert heart and normal
+    # cardiomegaly: the cardiac silhouette is wide (CTR above 0.55)
+    widths = [s.boxes[0][2] / 224 for s in heart]
+    assert min(widths) > 0.3
+
+
+def test_phrases_and_vocabulary(samples: list) -> None:
+    bank = set(all_phrases())
+    for s in samples:
+        for rec in s.findings:
+            assert rec.phrase in bank, rec.phrase
+            if rec.finding in LATERALISED and rec.laterality in ("left", "right"):
+                assert swap_laterality(rec.phrase) != rec.phrase
+                assert swap_laterality(rec.phrase) in bank
+    for side in ("left", "right", "bilateral", None):
+        cands = candidate_phrases(side)
+        assert set(cands) == set(FINDINGS) and len(set(cands.values())) == len(FINDINGS)
+        assert set(cands.values()) <= bank
+    assert set(PhantomCXR.FINDINGS) == set(FINDINGS)
+
+
+def test_swap_laterality() -> None:
+    assert swap_laterality("small left pleural effusion") == "small right pleural effusion"
+    assert swap_laterality("Right upper lobe opacity") == "Left upper lobe opacity"
+    assert swap_laterality("enlarged cardiac silhouette") == "enlarged cardiac silhouette"
+    assert swap_laterality("leftover brighter") == "leftover brighter"
+    p = "opacity at the left base, right apex clear"
+    assert swap_laterality(swap_laterality(p)) == p
+
+
+def test_configurable_size_and_findings() -> None:
+    ds = PhantomCXR(split="train", seed=1, length=12, size=128, findings=["nodule"])
+    for i in range(len(ds)):
+        s = ds[i]
+        assert s.image.shape == (1, 128, 128)
+        assert s.finding == "nodule" and s.laterality in ("left", "right")
+        x, y, w, h = s.boxes[0]
+        assert x + w <= 128 and y + h <= 128
+        # nodules are at least ~1.5 patches of a 14 x 14 grid across
+        assert min(w, h) >= 1.5 * 128 / 14 * 0.8
+    with pytest.raises(ValueError, match="unknown findings"):
+        PhantomCXR(findings=["fracture"])

@@ -1,0 +1,126 @@
+r"""Tests of the embedded phantom CLIP (captum_matex.zoo)."""
+
+from __future__ import annotations
+
+import pickle
+import socket
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from captum_matex.data import PhantomCXR
+from captum_matex.zoo import MODEL_DIR, evaluate_zero_shot, phantom_clip
+
+SHIPPED = (MODEL_DIR / "model.safetensors").is_file()
+pytestmark = pytest.mark.skipif(not SHIPPED, reason="phantom_clip weights not shipped")
+
+
+@pytest.fixture(scope="module")
+def loaded() -> tuple:
+    return phantom_clip()
+
+
+def test_loads_offline_without_network_or_pickle(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("phantom_clip tried to open a network connection")
+
+    def no_pickle(*args, **kwargs):
+        raise AssertionError("phantom_clip tried to unpickle")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(pickle, "load", no_pickle)
+    monkeypatch.setattr(pickle, "loads", no_pickle)
+    monkeypatch.setattr(torch, "load", no_pickle)
+    model, processor = phantom_clip()
+    assert type(model).__name__ == "CLIPModel" and not model.training
+    assert model.config._attn_implementation == "eager"
+
+
+def test_shipped_files_are_safe_and_small() -> None:
+    names = {p.name for p in MODEL_DIR.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "TRAINING.md"} <= names
+    assert not [n for n in names if n.endswith((".bin", ".pt", ".pth", ".pkl", ".ckpt"))]
+    assert (MODEL_DIR / "model.safetensors").stat().st_size <= 25 * 2**20
+
+
+def test_patch_grid_and_context(loaded: tuple) -> None:
+    model, processor = loaded
+    vc, tc = model.config.vision_config, model.config.text_config
+    assert vc.image_size // vc.patch_size == 14 and vc.image_size % vc.patch_size == 0
+    assert tc.max_position_embeddings == processor.tokenizer.model_max_length
+    assert tc.eos_token_id != 2
+    assert processor.tokenizer.eos_token_id == tc.eos_token_id
+    assert processor.tokenizer.pad_token_id == tc.pad_token_id
+
+
+def test_processor_keys_shapes_and_image_types(loaded: tuple) -> None:
+    _, processor = loaded
+    img = PhantomCXR(split="test", length=1)[0].image  # (1, 224, 224) in [0, 1]
+    u8 = (img[0].numpy() * 255).round().astype(np.uint8)
+    forms = [img, img[0].numpy(), Image.fromarray(u8), u8[..., None]]
+    out = processor(text=["left pleural effusion", "cardiomegaly"], images=forms[:2], return_tensors="pt")
+    assert set(out.keys()) >= {"input_ids", "attention_mask", "pixel_values"}
+    assert out["pixel_values"].shape == (2, 3, 112, 112)
+    assert out["input_ids"].shape == out["attention_mask"].shape
+    assert out["input_ids"].shape[0] == 2
+    px = [processor(images=[f], return_tensors="pt")["pixel_values"] for f in forms]
+    for p in px[1:]:
+        torch.testing.assert_close(p, px[0])
+    assert torch.equal(px[0][0, 0], px[0][0, 2])  # grayscale replicated to 3 channels
+
+
+def test_tokenizer_eos_pad_and_truncation(loaded: tuple) -> None:
+    model, processor = loaded
+    tok = processor.tokenizer
+    eos, pad = tok.eos_token_id, tok.pad_token_id
+    enc = processor(text=["cardiomegaly", "small left pleural effusion"], return_tensors="pt")
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    assert ids[0].tolist()[:3] == [tok.bos_token_id, ids[0, 1].item(), eos]
+    assert (ids[0, 3:] == pad).all() and (mask[0, 3:] == 0).all()
+    assert (ids == eos).sum(1).tolist() == [1, 1]
+    long = " ".join(["left"] * 40)
+    ids_long = processor(text=[long], return_tensors="pt")["input_ids"]
+    assert ids_long.shape[1] == model.config.text_config.max_position_embeddings
+    assert ids_long[0, -1].item() == eos
+    # the pooled text embedding is taken at the EOS position
+    with torch.no_grad():
+        out = model.text_model(input_ids=ids, attention_mask=mask)
+    at_eos = out.last_hidden_state[torch.arange(2), (ids == eos).int().argmax(1)]
+    torch.testing.assert_close(out.pooler_output, at_eos)
+    assert tok.decode(ids[1], skip_special_tokens=True) == "small left pleural effusion"
+
+
+def test_auto_processor_round_trip(loaded: tuple, tmp_path) -> None:
+    from transformers import AutoProcessor
+
+    _, processor = loaded
+    auto = AutoProcessor.from_pretrained(str(MODEL_DIR), local_files_only=True)
+    text = ["right upper lobe opacity", "no acute cardiopulmonary process"]
+    a = processor(text=text, return_tensors="pt")["input_ids"]
+    b = auto(text=text, padding=True, truncation=True, return_tensors="pt")["input_ids"]
+    assert torch.equal(a, b)
+
+
+def test_zero_shot_accuracy_bars(loaded: tuple) -> None:
+    r"""The shipped model grounds: >= 90% finding and side accuracy on test."""
+    model, processor = loaded
+    res = evaluate_zero_shot(model, processor, n=400, split="test", seed=0)
+    assert res["n"] == 400 and res["n_side"] > 150
+    assert res["finding_acc"] >= 0.90, res
+    assert res["side_acc"] >= 0.90, res
+
+
+def test_randomised_model_fails_the_bars(loaded: tuple) -> None:
+    r"""The evaluation is not trivially passed: an untrained model is at chance."""
+    from transformers import CLIPModel
+
+    model, processor = loaded
+    torch.manual_seed(0)
+    rand = CLIPModel(model.config).eval()
+    res = evaluate_zero_shot(rand, processor, n=96, split="test", seed=0)
+    assert res["finding_acc"] < 0.6 and res["side_acc"] < 0.75, res
