@@ -1,5 +1,73 @@
-"""Metrics on batched torch tensors: localisation against boxes."""
+r"""Metrics on batched torch tensors, grouped like Quantus.
 
-from captum_matex.metrics.localisation import boxes_to_mask, pointing_game
+* :mod:`~captum_matex.metrics.localisation`: agreement of maps with boxes
+  (pointing game, energy pointing game, mIoU, CNR, pixel AUROC, top-k
+  precision).
+* :mod:`~captum_matex.metrics.faithfulness`: does the score react where the
+  map says (M2IB confidence drop / increase, deletion / insertion AUC,
+  Captum's infidelity and max-sensitivity).
+* :mod:`~captum_matex.metrics.sanity`: model-parameter randomisation and
+  prompt sensitivity.
 
-__all__ = ["boxes_to_mask", "pointing_game"]
+Each metric returns one value per sample, ``(B,)``. Its score direction,
+category and range are in :data:`METRICS` (name to :class:`MetricInfo`).
+"""
+
+from captum_matex.metrics.faithfulness import (
+    confidence_drop,
+    confidence_drop_increase,
+    confidence_increase,
+    deletion_auc,
+    gaussian_blur,
+    infidelity,
+    insertion_auc,
+    perturbation_curve,
+    sensitivity_max,
+)
+from captum_matex.metrics.localisation import (
+    MIOU_THRESHOLDS,
+    boxes_to_mask,
+    cnr,
+    energy_pointing_game,
+    miou,
+    minmax_normalize,
+    pixel_auroc,
+    pointing_game,
+    top_k_precision,
+)
+from captum_matex.metrics.registry import METRICS, MetricInfo
+from captum_matex.metrics.sanity import (
+    prompt_sensitivity,
+    randomisation_spearman,
+    randomized_model,
+    spearman,
+    swap_laterality,
+)
+
+__all__ = [
+    "METRICS",
+    "MIOU_THRESHOLDS",
+    "MetricInfo",
+    "boxes_to_mask",
+    "cnr",
+    "confidence_drop",
+    "confidence_drop_increase",
+    "confidence_increase",
+    "deletion_auc",
+    "energy_pointing_game",
+    "gaussian_blur",
+    "infidelity",
+    "insertion_auc",
+    "miou",
+    "minmax_normalize",
+    "perturbation_curve",
+    "pixel_auroc",
+    "pointing_game",
+    "prompt_sensitivity",
+    "randomisation_spearman",
+    "randomized_model",
+    "sensitivity_max",
+    "spearman",
+    "swap_laterality",
+    "top_k_precision",
+]

@@ -1,0 +1,85 @@
+r"""Registry of the metrics with their score direction, as Quantus declares it.
+
+    >>> from captum_matex.metrics import METRICS
+    >>> info = METRICS["cnr"]
+    >>> info.higher_is_better, info.category
+    (True, 'localisation')
+    >>> scores = info.fn(maps, masks)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from captum_matex.metrics import faithfulness, localisation, sanity
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    r"""What a benchmark needs to know about one metric.
+
+    Attributes:
+        fn: the metric function; localisation metrics take
+            ``(maps, masks)``, faithfulness metrics
+            ``(forward_func, images, maps, additional_forward_args)`` (Captum
+            wrappers: see their signatures), sanity metrics two batches of maps.
+        higher_is_better: the score direction.
+        category: ``"localisation"``, ``"faithfulness"`` or ``"sanity"``.
+        range: ``(low, high)`` of the score (``inf`` where unbounded).
+        description: one line for tables.
+    """
+
+    fn: Callable
+    higher_is_better: bool
+    category: str
+    range: tuple
+    description: str
+
+
+_INF = float("inf")
+
+METRICS: dict[str, MetricInfo] = {
+    "pointing_game": MetricInfo(
+        localisation.pointing_game, True, "localisation", (0.0, 1.0),
+        "map maximum inside the boxes"),
+    "energy_pointing_game": MetricInfo(
+        localisation.energy_pointing_game, True, "localisation", (0.0, 1.0),
+        "share of the (clipped) map mass inside the boxes"),
+    "miou": MetricInfo(
+        localisation.miou, True, "localisation", (0.0, 1.0),
+        "IoU of min-max map > t and boxes, mean over t in 0.1..0.5"),
+    "cnr": MetricInfo(
+        localisation.cnr, True, "localisation", (0.0, _INF),
+        "|mu_in - mu_out| / sqrt(var_in + var_out) (BioViL)"),
+    "pixel_auroc": MetricInfo(
+        localisation.pixel_auroc, True, "localisation", (0.0, 1.0),
+        "rank AUROC of the map as a pixel classifier of the boxes"),
+    "top_k_precision": MetricInfo(
+        localisation.top_k_precision, True, "localisation", (0.0, 1.0),
+        "share of the top 10% pixels inside the boxes"),
+    "confidence_drop": MetricInfo(
+        faithfulness.confidence_drop, False, "faithfulness", (0.0, _INF),
+        "100 * max(0, s(x) - s(x * M)) (M2IB)"),
+    "confidence_increase": MetricInfo(
+        faithfulness.confidence_increase, True, "faithfulness", (0.0, 100.0),
+        "100 * 1[s(x * M) > s(x)] (M2IB)"),
+    "deletion_auc": MetricInfo(
+        faithfulness.deletion_auc, False, "faithfulness", (-_INF, _INF),
+        "AUC of the score as top pixels are removed (RISE)"),
+    "insertion_auc": MetricInfo(
+        faithfulness.insertion_auc, True, "faithfulness", (-_INF, _INF),
+        "AUC of the score as top pixels are inserted (RISE)"),
+    "infidelity": MetricInfo(
+        faithfulness.infidelity, False, "faithfulness", (0.0, _INF),
+        "Captum infidelity (Yeh et al. 2019)"),
+    "sensitivity_max": MetricInfo(
+        faithfulness.sensitivity_max, False, "faithfulness", (0.0, _INF),
+        "Captum max-sensitivity (Yeh et al. 2019)"),
+    "randomisation_spearman": MetricInfo(
+        sanity.randomisation_spearman, False, "sanity", (-1.0, 1.0),
+        "Spearman of maps, trained vs randomised model (Adebayo et al. 2018)"),
+    "prompt_sensitivity": MetricInfo(
+        sanity.prompt_sensitivity, True, "sanity", (0.0, 2.0),
+        "1 - Spearman of maps for the phrase and its swapped version"),
+}
