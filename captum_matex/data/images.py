@@ -1,7 +1,32 @@
-"""Reading radiographs (PNG, JPEG, DICOM) into grey images in [0, 1]."""
+r"""
+Reading radiographs (PNG, JPEG, DICOM) into grey images in [0, 1].
+
+:func:`read_image` dispatches on the file: DICOM (by suffix or the ``DICM``
+magic bytes) goes to :func:`read_dicom`, everything else to PIL. The result
+is a :class:`Radiograph` whose ``pixels`` are a float32 ``(H, W)`` array in
+[0, 1] on the original pixel grid, displayed the radiological way: dense
+structures (bone, mediastinum) are bright, aerated lung is dark.
+
+DICOM display pipeline (DICOM PS3.3 C.11), in order:
+
+1. decode the stored values (8 to 16 bits, unsigned or signed; native or
+   compressed transfer syntaxes through pydicom's decoder plugins);
+2. modality LUT: Modality LUT Sequence, else rescale slope and intercept;
+3. VOI LUT: the VOI LUT Sequence, else the first window centre / width
+   (``LINEAR``, ``LINEAR_EXACT`` or ``SIGMOID``), else the min-max range of
+   the image; the window maps to [0, 1] with clipping (no stretching after
+   it);
+4. ``MONOCHROME1`` (low values bright) is inverted so that bright always
+   means dense.
+
+All arithmetic is float32 and in place where possible: a 3000 x 3000
+radiograph costs one 36 MB float32 array beyond the decoded integers.
+"""
 
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -9,22 +34,53 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+__all__ = ["DICOM_SUFFIXES", "ImageReadError", "Radiograph", "image_size", "read_dicom", "read_image"]
+
 DICOM_SUFFIXES = {".dcm", ".dicom", ".dic"}
+
+# Transfer syntax UID -> (short name, what to install to decode it).
+_J2K = "pylibjpeg pylibjpeg-openjpeg, or python-gdcm, or pillow built with OpenJPEG"
+_JLS = "pylibjpeg pylibjpeg-libjpeg, or pyjpegls, or python-gdcm"
+_DECODERS: dict[str, tuple[str, str]] = {
+    "1.2.840.10008.1.2.4.50": ("JPEG Baseline", "pillow or pylibjpeg pylibjpeg-libjpeg"),
+    "1.2.840.10008.1.2.4.51": ("JPEG Extended (12-bit)", "pylibjpeg pylibjpeg-libjpeg, or python-gdcm"),
+    "1.2.840.10008.1.2.4.57": ("JPEG Lossless", "pylibjpeg pylibjpeg-libjpeg, or python-gdcm"),
+    "1.2.840.10008.1.2.4.70": ("JPEG Lossless SV1", "pylibjpeg pylibjpeg-libjpeg, or python-gdcm"),
+    "1.2.840.10008.1.2.4.80": ("JPEG-LS Lossless", _JLS),
+    "1.2.840.10008.1.2.4.81": ("JPEG-LS Near-Lossless", _JLS),
+    "1.2.840.10008.1.2.4.90": ("JPEG 2000 Lossless", _J2K),
+    "1.2.840.10008.1.2.4.91": ("JPEG 2000", _J2K),
+    "1.2.840.10008.1.2.4.201": ("HTJ2K Lossless", "pylibjpeg pylibjpeg-openjpeg"),
+    "1.2.840.10008.1.2.4.202": ("HTJ2K Lossless RPCL", "pylibjpeg pylibjpeg-openjpeg"),
+    "1.2.840.10008.1.2.4.203": ("HTJ2K", "pylibjpeg pylibjpeg-openjpeg"),
+    "1.2.840.10008.1.2.5": ("RLE Lossless", "nothing (pydicom decodes it), or pylibjpeg-rle for speed"),
+}
+_DEFAULT_DECODERS = "pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg, or python-gdcm"
 
 
 class ImageReadError(ValueError):
-    r"""A file is missing, unreadable or not an image; the message says why."""
+    r"""A file is missing, unreadable or not an image; the message says why and names the file."""
 
 
 @dataclass
 class Radiograph:
-    r"""A grey radiograph as displayed: bright means dense (bone is white).
+    r"""
+    A grey radiograph as displayed: bright means dense (bone is white).
 
     Attributes:
-        pixels: ``(H, W)`` float32 array in [0, 1].
-        path: where it was read from.
-        metadata: format-specific facts (DICOM photometric interpretation,
-            window, view position, ...).
+
+        pixels (numpy.ndarray): ``(H, W)`` float32 array in [0, 1] on the
+            original pixel grid.
+        path (str): Where it was read from.
+        metadata (dict): Format-specific facts (DICOM photometric
+            interpretation, window, frames, view position, ...).
+
+    Examples::
+
+        >>> radiograph = read_image("chest.dcm")
+        >>> radiograph.size
+        (1955, 1841)
+        >>> image = radiograph.to_pil()  # 8-bit RGB, for a transformers processor
     """
 
     pixels: np.ndarray
@@ -33,21 +89,45 @@ class Radiograph:
 
     @property
     def size(self) -> tuple[int, int]:
-        """``(H, W)`` of the original pixel grid."""
+        r"""``(H, W)`` of the original pixel grid."""
         return self.pixels.shape[0], self.pixels.shape[1]
 
     def to_pil(self) -> Image.Image:
-        """An 8-bit RGB PIL image, the input model processors expect."""
+        r"""
+        An 8-bit RGB PIL image, the input model processors expect.
+
+        Returns:
+            PIL.Image.Image: ``round(pixels * 255)`` replicated to three channels.
+        """
         grey = np.round(self.pixels * 255).astype(np.uint8)
         return Image.fromarray(grey, mode="L").convert("RGB")
 
+    def to_tensor(self) -> Any:
+        r"""
+        The pixels as a ``(1, H, W)`` float32 torch tensor sharing memory with ``pixels``.
 
-def _scale01(array: np.ndarray) -> np.ndarray:
-    array = array.astype(np.float32)
+        Returns:
+            torch.Tensor: A view of :attr:`pixels` (no copy).
+        """
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(self.pixels, dtype=np.float32))[None]
+
+
+def _scale01(array: np.ndarray, copy: bool = True) -> np.ndarray:
+    r"""Min-max scale to float32 [0, 1]; in place when ``array`` is float32 and ``copy`` is False."""
+    if array.dtype != np.float32 or copy:
+        array = array.astype(np.float32)
     low, high = float(array.min()), float(array.max())
     if not np.isfinite([low, high]).all():
         raise ImageReadError("image holds NaN or Inf values")
-    return (array - low) / (high - low) if high > low else np.zeros_like(array)
+    if high <= low:
+        array[...] = 0.0
+        return array
+    array -= low
+    array *= 1.0 / (high - low)
+    np.clip(array, 0.0, 1.0, out=array)
+    return array
 
 
 def _is_dicom(path: Path) -> bool:
@@ -58,90 +138,385 @@ def _is_dicom(path: Path) -> bool:
         return handle.read(4) == b"DICM"
 
 
-def read_dicom(path: str | Path) -> Radiograph:
-    r"""Read a single-frame grey DICOM radiograph.
+def _first(value: Any) -> float:
+    r"""First entry of a possibly multi-valued DICOM number."""
+    if isinstance(value, (list, tuple)) or (hasattr(value, "__len__") and not isinstance(value, str)):
+        value = value[0]
+    return float(value)
 
-    Applies the modality LUT (rescale slope/intercept), then the VOI LUT or
-    window centre/width when the file has one, and inverts MONOCHROME1 so
-    that dense structures are bright.
+
+def _window(values: np.ndarray, center: float, width: float, function: str = "LINEAR") -> np.ndarray:
+    r"""
+    Apply a VOI window in place (float32), mapping it to [0, 1] (DICOM PS3.3 C.11.2.1.2).
+
+    Args:
+
+        values (numpy.ndarray): float32 modality values, overwritten.
+        center (float): Window centre.
+        width (float): Window width (>= 1 for ``LINEAR``, > 0 otherwise).
+        function (str): ``"LINEAR"``, ``"LINEAR_EXACT"`` or ``"SIGMOID"``.
+
+    Returns:
+        numpy.ndarray: ``values``, now in [0, 1].
+    """
+    function = (function or "LINEAR").strip().upper()
+    if function == "SIGMOID":
+        if width <= 0:
+            raise ImageReadError(f"SIGMOID window width must be > 0, got {width}")
+        values -= center
+        values *= -4.0 / width
+        np.exp(values, out=values)
+        values += 1.0
+        np.reciprocal(values, out=values)
+        return values
+    if function == "LINEAR_EXACT":
+        if width <= 0:
+            raise ImageReadError(f"LINEAR_EXACT window width must be > 0, got {width}")
+        values -= center
+        values *= 1.0 / width
+    else:
+        if width < 1:
+            raise ImageReadError(f"LINEAR window width must be >= 1, got {width}")
+        if width == 1:  # a threshold at the centre
+            np.greater(values, center - 0.5, out=values, casting="unsafe")
+            return values
+        values -= center - 0.5
+        values *= 1.0 / (width - 1)
+    values += 0.5
+    np.clip(values, 0.0, 1.0, out=values)
+    return values
+
+
+def _decoder_message(path: Path, dataset: Any, exc: Exception) -> str:
+    uid = str(dataset.file_meta.get("TransferSyntaxUID", "unknown"))
+    syntax_name = getattr(dataset.file_meta.get("TransferSyntaxUID"), "name", uid)
+    name, install = _DECODERS.get(uid, (syntax_name, _DEFAULT_DECODERS))
+    detail = " ".join(str(exc).split())
+    return (
+        f"{path}: cannot decode {name} compressed pixel data (transfer syntax {uid}); "
+        f"no installed decoder handles it. Install one: pip install {install}. "
+        f"(pydicom said: {detail})"
+    )
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    r"""ITU-R BT.601 luma of an ``(H, W, 3)`` array as float32 ``(H, W)``."""
+    out = rgb[..., 0].astype(np.float32)
+    out *= 0.299
+    out += np.float32(0.587) * rgb[..., 1]
+    out += np.float32(0.114) * rgb[..., 2]
+    return out
+
+
+def _pixel_api() -> tuple[Any, Any, Any, Any]:
+    r"""``(pixel_array, apply_modality_lut, apply_voi, apply_color_lut)`` for pydicom 3 or 2."""
+    try:
+        from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, pixel_array
+    except ImportError:  # pydicom 2.x
+        from pydicom.pixel_data_handlers.util import (  # type: ignore[no-redef]
+            apply_color_lut,
+            apply_modality_lut,
+            apply_voi,
+        )
+
+        pixel_array = None
+    return pixel_array, apply_modality_lut, apply_voi, apply_color_lut
+
+
+def read_dicom(
+    path: str | Path,
+    *,
+    frame: int | None = None,
+    voi: str | tuple[float, float] = "auto",
+) -> Radiograph:
+    r"""
+    Read a grey DICOM radiograph into a :class:`Radiograph`.
+
+    Applies the modality LUT (Modality LUT Sequence or rescale slope and
+    intercept), then the VOI transform, and inverts ``MONOCHROME1`` so that
+    dense structures are bright. Works in float32 throughout.
+
+    Compressed transfer syntaxes are decoded by pydicom's plugins (Pillow
+    handles JPEG baseline and, when built with OpenJPEG, JPEG 2000;
+    pylibjpeg or python-gdcm cover the rest); when none is installed the
+    error names the package to install.
+
+    Multi-frame files: the first frame is used with a :class:`UserWarning`
+    unless ``frame`` says which one (chest radiographs are single-frame; a
+    multi-frame file is usually a tomosynthesis or cine series, where no frame
+    is "the" radiograph). Only the chosen frame is decoded where pydicom
+    supports it.
+
+    Colour files (RGB, YBR, palette colour, e.g. secondary captures) are
+    converted to grey (BT.601 luma) with a :class:`UserWarning`.
+
+    Args:
+
+        path (str or Path): The DICOM file.
+        frame (int, optional): Frame to read from a multi-frame file.
+            Default: the first, with a warning when there are several.
+        voi (str or tuple, optional): VOI transform. ``"auto"``: the file's
+            VOI LUT Sequence, else its first window, else min-max;
+            ``"minmax"``: ignore the file's VOI and scale the modality values'
+            range to [0, 1]; ``(center, width)``: this linear window.
+            Default: ``"auto"``
+
+    Returns:
+        Radiograph: ``pixels`` float32 ``(H, W)`` in [0, 1]; ``metadata``
+        with ``format``, ``photometric_interpretation``, ``bits_stored``,
+        ``signed``, ``transfer_syntax``, ``voi`` (what was applied),
+        ``window`` (``(center, width)`` or None), ``windowed``,
+        ``frames``, ``frame``, ``view_position``, ``modality``,
+        ``pixel_spacing`` and ``inverted``.
 
     Raises:
-        ImageReadError: unreadable file, no pixel data, colour or multi-frame
-            data, or a compressed transfer syntax whose decoder is missing
-            (the message names the package to install).
+        ImageReadError: the file is not a readable DICOM file, is truncated,
+            has no pixel data, has a compressed transfer syntax whose
+            decoder is missing (the message names the package to install),
+            ``frame`` is out of range, or ``voi`` is invalid.
+
+    Examples::
+
+        >>> from pydicom.data import get_testdata_file
+        >>> radiograph = read_dicom(get_testdata_file("RG1_UNCI.dcm"))
+        >>> radiograph.metadata["photometric_interpretation"], radiograph.metadata["inverted"]
+        ('MONOCHROME1', True)
     """
     import pydicom
     from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
+    pixel_array, apply_modality_lut, apply_voi, apply_color_lut = _pixel_api()
     path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: no such file")
     try:
         dataset = pydicom.dcmread(path)
-    except (InvalidDicomError, EOFError, OSError, ValueError) as exc:
-        raise ImageReadError(f"{path}: not a readable DICOM file ({exc})") from exc
-    if "PixelData" not in dataset:
-        raise ImageReadError(f"{path}: DICOM file has no pixel data")
-    try:
-        array = dataset.pixel_array
-    except (RuntimeError, NotImplementedError) as exc:
-        syntax = dataset.file_meta.get("TransferSyntaxUID", "unknown")
+    except InvalidDicomError:
+        try:  # no preamble / DICM prefix, as some exporters write
+            dataset = pydicom.dcmread(path, force=True)
+            if "PixelData" not in dataset and "SOPClassUID" not in dataset:
+                raise InvalidDicomError("no DICOM header")
+        except Exception as exc:
+            raise ImageReadError(f"{path}: not a readable DICOM file ({exc})") from exc
+    except Exception as exc:  # EOFError, OSError, struct errors on truncated headers, ...
+        raise ImageReadError(f"{path}: not a readable DICOM file, truncated or damaged ({exc})") from exc
+    pixel_keys = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+    if not any(key in dataset for key in pixel_keys):
         raise ImageReadError(
-            f"{path}: cannot decode pixel data with transfer syntax {syntax} "
-            f"({exc}); install a decoder, e.g. pip install pylibjpeg pylibjpeg-libjpeg "
-            "pylibjpeg-openjpeg, or python-gdcm"
+            f"{path}: DICOM file has no pixel data (SOP class "
+            f"{getattr(dataset.get('SOPClassUID'), 'name', dataset.get('SOPClassUID', 'unknown'))}); "
+            "it is not an image"
+        )
+    if not (voi in ("auto", "minmax") or (isinstance(voi, (tuple, list)) and len(voi) == 2)):
+        raise ImageReadError(f"voi must be 'auto', 'minmax' or (center, width); got {voi!r}")
+
+    frames = int(dataset.get("NumberOfFrames", 1) or 1)
+    if frame is None:
+        if frames > 1:
+            warnings.warn(
+                f"{path}: DICOM file has {frames} frames; using the first. Pass frame=N to choose.",
+                UserWarning,
+                stacklevel=2,
+            )
+        index = 0
+    else:
+        index = int(frame)
+        if not 0 <= index < frames:
+            raise ImageReadError(f"{path}: frame {index} requested but the file has {frames} frame(s)")
+    try:
+        if pixel_array is not None:
+            array = pixel_array(dataset, index=index if frames > 1 else None)
+        else:  # pydicom 2.x decodes every frame
+            array = dataset.pixel_array
+            if frames > 1:
+                array = array[index]
+    except (RuntimeError, NotImplementedError) as exc:
+        text = str(exc)
+        if "missing dependencies" in text or "plugin" in text or "decod" in text.lower():
+            raise ImageReadError(_decoder_message(path, dataset, exc)) from exc
+        raise ImageReadError(f"{path}: damaged pixel data ({exc})") from exc
+    except (ValueError, EOFError, OSError) as exc:
+        raise ImageReadError(
+            f"{path}: pixel data is truncated or damaged ({' '.join(str(exc).split())})"
         ) from exc
     except Exception as exc:  # pydicom raises assorted errors on damaged data
         raise ImageReadError(f"{path}: damaged pixel data ({exc})") from exc
-    photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).strip()
-    if array.ndim != 2:
-        raise ImageReadError(
-            f"{path}: expected one grey frame, got pixel data of shape {array.shape} "
-            f"({photometric}, {int(dataset.get('NumberOfFrames', 1))} frame(s))"
-        )
-    values = apply_modality_lut(array, dataset)
-    has_window = "WindowCenter" in dataset or "VOILUTSequence" in dataset
-    if has_window:
-        values = apply_voi_lut(values, dataset, index=0)
-    pixels = _scale01(values)
-    if photometric == "MONOCHROME1":
-        pixels = 1.0 - pixels
-    metadata = {
+
+    photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    bits_stored = int(dataset.get("BitsStored", 0) or 0)
+    metadata: dict[str, Any] = {
         "format": "dicom",
         "photometric_interpretation": photometric,
-        "bits_stored": int(dataset.get("BitsStored", 0)),
-        "windowed": has_window,
+        "bits_stored": bits_stored,
+        "signed": bool(int(dataset.get("PixelRepresentation", 0) or 0)),
+        "transfer_syntax": str(dataset.file_meta.get("TransferSyntaxUID", "")),
+        "frames": frames,
+        "frame": index,
         "view_position": str(dataset.get("ViewPosition", "")),
+        "modality": str(dataset.get("Modality", "")),
+        "pixel_spacing": [
+            float(v) for v in dataset.get("PixelSpacing", dataset.get("ImagerPixelSpacing", [])) or []
+        ],
+        "window": None,
+        "windowed": False,
+        "voi": "none",
+        "inverted": False,
     }
-    return Radiograph(pixels, str(path), metadata)
+
+    if array.ndim == 3 and array.shape[-1] in (3, 4) or photometric == "PALETTE COLOR":
+        if photometric == "PALETTE COLOR":
+            array = apply_color_lut(array, dataset)
+            scale = None
+        else:
+            scale = float(2 ** (bits_stored or 8) - 1)
+        warnings.warn(f"{path}: colour DICOM ({photometric}) converted to grey", UserWarning, stacklevel=2)
+        pixels = _luma(array)
+        del array
+        if scale is None:
+            pixels = _scale01(pixels, copy=False)
+        else:
+            pixels *= 1.0 / scale
+            np.clip(pixels, 0.0, 1.0, out=pixels)
+        metadata.update(voi="colour-to-grey")
+        return Radiograph(np.ascontiguousarray(pixels), str(path), metadata)
+    if array.ndim != 2:
+        raise ImageReadError(
+            f"{path}: expected one grey frame, got pixel data of shape {array.shape} ({photometric})"
+        )
+
+    # Modality LUT, in float32.
+    if "ModalityLUTSequence" in dataset:
+        values = np.asarray(apply_modality_lut(array, dataset), dtype=np.float32)
+    else:
+        values = array.astype(np.float32)
+        slope = float(dataset.get("RescaleSlope", 1.0) or 1.0)
+        intercept = float(dataset.get("RescaleIntercept", 0.0) or 0.0)
+        if slope != 1.0:
+            values *= slope
+        if intercept != 0.0:
+            values += intercept
+    if not np.isfinite(values).all():
+        raise ImageReadError(f"{path}: image holds NaN or Inf values")
+
+    # VOI transform to [0, 1].
+    if isinstance(voi, (tuple, list)):
+        center, width = float(voi[0]), float(voi[1])
+        pixels = _window(values, center, width, "LINEAR")
+        metadata.update(voi="explicit window", window=(center, width), windowed=True)
+    elif voi == "auto" and "VOILUTSequence" in dataset:
+        item = dataset.VOILUTSequence[0]
+        # the LUT is indexed by the (integer) modality values, PS3.3 C.11.2
+        indices = np.rint(values, out=values).astype(np.int32)
+        del values
+        mapped = np.asarray(apply_voi(indices, dataset, index=0), dtype=np.float32)
+        del indices
+        bits = int(item.LUTDescriptor[2]) if "LUTDescriptor" in item else 16
+        pixels = mapped
+        if float(pixels.max()) <= 2**bits - 1:
+            pixels *= 1.0 / (2**bits - 1)
+        else:
+            pixels = _scale01(pixels, copy=False)
+        metadata.update(voi="VOI LUT sequence", windowed=True)
+    elif voi == "auto" and "WindowCenter" in dataset and "WindowWidth" in dataset:
+        center, width = _first(dataset.WindowCenter), _first(dataset.WindowWidth)
+        function = str(dataset.get("VOILUTFunction", "LINEAR") or "LINEAR")
+        if width <= 0 or not math.isfinite(center) or not math.isfinite(width):
+            pixels = _scale01(values, copy=False)
+            metadata.update(voi=f"min-max (ignored invalid window {center}/{width})")
+        else:
+            pixels = _window(values, center, width, function)
+            metadata.update(voi=f"window ({function.strip().upper()})", window=(center, width), windowed=True)
+    else:
+        pixels = _scale01(values, copy=False)
+        metadata.update(voi="min-max")
+    del array
+    if photometric == "MONOCHROME1":
+        np.subtract(1.0, pixels, out=pixels)
+        metadata["inverted"] = True
+    return Radiograph(np.ascontiguousarray(pixels, dtype=np.float32), str(path), metadata)
 
 
-def read_image(path: str | Path) -> Radiograph:
-    r"""Read a radiograph from a PNG, JPEG (or other PIL format) or DICOM file.
+def read_image(path: str | Path, **dicom_options: Any) -> Radiograph:
+    r"""
+    Read a radiograph from a PNG, JPEG (or other PIL format) or DICOM file.
 
-    Colour images are converted to grey; 16-bit PNGs keep their precision.
+    Colour images are converted to grey; 16-bit PNGs keep their precision
+    (min-max scaled). DICOM files (suffix ``.dcm``/``.dicom``/``.dic`` or the
+    ``DICM`` magic bytes) go to :func:`read_dicom`.
 
     Args:
-        path: the file.
+
+        path (str or Path): The file.
+        **dicom_options: Keyword arguments for :func:`read_dicom`
+            (``frame``, ``voi``); ignored for other formats.
 
     Returns:
-        A :class:`Radiograph`.
+        Radiograph: ``pixels`` float32 ``(H, W)`` in [0, 1].
 
     Raises:
         ImageReadError: the file is missing or not a readable image.
+
+    Examples::
+
+        >>> radiograph = read_image("files/p10/p10000032/s50414267/abc.jpg")
+        >>> radiograph.pixels.dtype, radiograph.pixels.min() >= 0
+        (dtype('float32'), True)
     """
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"{path}: no such file")
     if _is_dicom(path):
-        return read_dicom(path)
+        return read_dicom(path, **dicom_options)
     try:
         with Image.open(path) as image:
             image.load()
             mode = image.mode
-            if mode in ("I;16", "I;16B", "I", "F"):
-                pixels = _scale01(np.asarray(image, dtype=np.float32))
+            if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                pixels = _scale01(np.asarray(image, dtype=np.float32), copy=False)
             else:
-                pixels = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError) as exc:
+                grey = image if mode == "L" else image.convert("L")
+                pixels = np.asarray(grey, dtype=np.float32)
+                if not pixels.flags.writeable:
+                    pixels = pixels.copy()
+                pixels *= 1.0 / 255.0
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise ImageReadError(f"{path}: not a readable image ({exc})") from exc
-    return Radiograph(pixels, str(path), {"format": "pil", "mode": mode})
+    return Radiograph(np.ascontiguousarray(pixels), str(path), {"format": "pil", "mode": mode})
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    r"""
+    ``(H, W)`` of an image file, read from its header without decoding pixels.
+
+    Args:
+
+        path (str or Path): A PNG, JPEG, other PIL-readable or DICOM file.
+
+    Returns:
+        tuple: ``(height, width)``.
+
+    Raises:
+        ImageReadError: the file is missing or its header is unreadable.
+
+    Examples::
+
+        >>> image_size(get_testdata_file("RG1_UNCI.dcm"))
+        (1955, 1841)
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: no such file")
+    if _is_dicom(path):
+        import pydicom
+
+        try:
+            dataset = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+            return int(dataset.Rows), int(dataset.Columns)
+        except Exception as exc:
+            raise ImageReadError(f"{path}: not a readable DICOM header ({exc})") from exc
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise ImageReadError(f"{path}: not a readable image ({exc})") from exc
+    return int(height), int(width)
