@@ -138,7 +138,8 @@ def test_registry_lists_and_returns_every_method():
     expected = {
         "matex", "m2ib", "chefer", "rollout", "gradcam", "grad_eclip", "legrad", "patch_text",
         "saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "occlusion",
-        "feature_ablation", "layer_gradcam", "prior_only",
+        "feature_ablation", "layer_gradcam", "prior_only", "matex_no_anatomy",
+        "matex_no_text_prior", "matex_no_rollout", "matex_no_consistency",
     }
     assert set(names) == expected and names == sorted(names)
     assert baselines.get("matex") is MATEX
@@ -369,6 +370,26 @@ def test_prior_only_is_the_upsampled_anatomical_prior(clip_model, tokenizer, ima
     # text embeddings carry no words: the prior is uniform
     uniform = AnatomyPriorOnly(clip_model, tokenizer).attribute(images, (text_emb,))
     assert torch.equal(uniform, torch.ones_like(uniform))
+
+
+@pytest.mark.parametrize(
+    "name, stage",
+    [("matex_no_anatomy", "anatomical_prior"), ("matex_no_text_prior", "text_prior"),
+     ("matex_no_rollout", "rollout"), ("matex_no_consistency", "consistency")],
+)
+def test_matex_ablation_drops_exactly_its_stage(clip_model, tokenizer, images, name, stage):
+    ablation = baselines.get(name)(clip_model, tokenizer)
+    full = MATEX(clip_model, tokenizer)
+    assert getattr(ablation, stage) is None
+    kept = {"attention", "rollout", "consistency", "text_prior", "anatomical_prior", "fusion"} - {stage}
+    assert all(type(getattr(ablation, s)) is type(getattr(full, s)) for s in kept)
+    assert ablation.get_name().startswith("MATEX w/o ")
+    _, diag = ablation.attribute(images, (PHRASES,), return_diagnostics=True)
+    prior = {"anatomical_prior": "anatomy", "text_prior": "text"}.get(stage)
+    if prior:
+        assert prior not in diag.priors and len(diag.priors) == 1
+    else:
+        assert getattr(diag, "rollouts" if stage == "rollout" else "consistency") is None
 
 
 # --------------------------------------------------------------------------

@@ -34,6 +34,13 @@ from captum_matex.matex import MATEX
 
 register("matex")(MATEX)
 
+from captum_matex.baselines.matex_ablations import (  # noqa: E402  (registers after MATEX)
+    MATEXNoAnatomy,
+    MATEXNoConsistency,
+    MATEXNoRollout,
+    MATEXNoTextPrior,
+)
+
 __all__ = [
     "AnatomyPriorOnly",
     "AttentionRollout",
@@ -45,6 +52,10 @@ __all__ = [
     "LayerGradCam",
     "LeGrad",
     "M2IB",
+    "MATEXNoAnatomy",
+    "MATEXNoConsistency",
+    "MATEXNoRollout",
+    "MATEXNoTextPrior",
     "Occlusion",
     "PatchTextSimilarity",
     "Saliency",

@@ -1,0 +1,51 @@
+"""MATEX with one stage removed, registered by name for ablation studies."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from captum_matex.adapters import VisionLanguageAdapter
+from captum_matex.baselines._registry import register
+from captum_matex.matex import MATEX
+
+
+class _Ablation(MATEX):
+    removed: str = ""
+    title: str = ""
+
+    def __init__(self, model: nn.Module | VisionLanguageAdapter, tokenizer=None, **stages) -> None:
+        super().__init__(model, tokenizer, **{self.removed: None}, **stages)
+
+    @classmethod
+    def get_name(cls) -> str:
+        """The ablation's name, e.g. ``"MATEX w/o anatomical prior"``."""
+        return f"MATEX w/o {cls.title}"
+
+
+@register("matex_no_anatomy")
+class MATEXNoAnatomy(_Ablation):
+    r"""MATEX without the anatomical prior: the row that shows how much of
+    MATEX's grounding comes from the phrase's location words."""
+
+    removed, title = "anatomical_prior", "anatomical prior"
+
+
+@register("matex_no_text_prior")
+class MATEXNoTextPrior(_Ablation):
+    r"""MATEX without the model-derived patch-text prior."""
+
+    removed, title = "text_prior", "text prior"
+
+
+@register("matex_no_rollout")
+class MATEXNoRollout(_Ablation):
+    r"""MATEX without the multi-scale rollout (consistency map only)."""
+
+    removed, title = "rollout", "multi-scale rollout"
+
+
+@register("matex_no_consistency")
+class MATEXNoConsistency(_Ablation):
+    r"""MATEX without layer-consistency weighting (rollouts only)."""
+
+    removed, title = "consistency", "layer consistency"
