@@ -1,4 +1,4 @@
-"""The ``matex`` command line: ``matex explain`` and ``matex demo``."""
+"""The ``matex`` command line: ``matex explain``, ``matex demo`` and ``matex benchmark``."""
 
 from __future__ import annotations
 
@@ -7,20 +7,37 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
+import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from captum_matex.data.geometry import Geometry
+    from captum_matex.data.images import Radiograph
 
 
 class CLIError(Exception):
-    r"""A user-facing error: printed without a traceback, exit status 2."""
+    r"""A user-facing error: printed on one line without a traceback, exit status 2."""
+
+
+#: Phrases beyond which ``matex explain`` shows a progress bar (on a terminal).
+PROGRESS_AFTER = 3
+#: Longest side, in pixels, of the radiograph drawn under an overlay.
+DISPLAY_MAX = 1024
+#: ``--mode`` choices (see :func:`captum_matex.data.geometry.prepare`).
+MODES = ("letterbox", "processor")
 
 
 def _slug(text: str) -> str:
+    r"""A file-name-safe stem (``[a-z0-9-]``, at most 40 characters) of ``text``."""
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "phrase"
 
 
 def _prepare_out(out: Path, names: Sequence[str], force: bool) -> None:
+    r"""Create ``out``, refusing (unless ``force``) when it already holds one of ``names``."""
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out} is a file; choose a directory")
     existing = [n for n in names if (out / n).exists()]
     if existing and not force:
         raise CLIError(
@@ -59,70 +76,191 @@ def _save(fig, path: Path) -> None:
     fig.savefig(path, bbox_inches="tight")
 
 
-def explain(args: argparse.Namespace) -> dict:
-    r"""``matex explain``: explain one image for one or more phrases."""
-    from captum_matex import MATEX
-    from captum_matex.data.images import ImageReadError, read_image
-    from captum_matex.viz import diagnostics_figure, overlay_figure
-
+def _phrases(args: argparse.Namespace) -> list[str]:
+    r"""The phrases to explain, positional first, then ``--phrase``; never empty."""
     phrases = list(args.phrases) + list(args.phrase or [])
     if not phrases:
         raise CLIError("give at least one phrase, e.g. matex explain IMAGE 'left pleural effusion'")
     if any(not p.strip() for p in phrases):
         raise CLIError("a phrase is empty; give a finding to explain")
-    method = _method(args.method)
+    return phrases
+
+
+def _read_radiograph(path: str) -> Radiograph:
+    r"""Read ``path`` (PNG, JPEG or DICOM) as a :class:`~captum_matex.data.Radiograph`."""
+    from captum_matex.data.images import ImageReadError, read_image
+
     try:
-        radiograph = read_image(args.image)
+        return read_image(path)
     except ImageReadError as exc:
         raise CLIError(str(exc)) from exc
-    model, processor, model_name = _load_model(args.model, args.device)
-    out = Path(args.out)
-    stems = [f"{i:02d}_{_slug(p)}" for i, p in enumerate(phrases)]
-    names = [f"overlay_{s}.png" for s in stems] + ["summary.json"]
-    if args.method == "matex":
-        names += [f"stages_{s}.png" for s in stems]
-    _prepare_out(out, names, args.force)
+    except OSError as exc:
+        reason = exc.strerror or exc
+        raise CLIError(f"{path}: cannot read the file ({reason}); check its permissions") from exc
 
-    pixels = processor(images=[radiograph.to_pil()], return_tensors="pt")["pixel_values"]
-    pixels = pixels.to(args.device).expand(len(phrases), -1, -1, -1)
-    explainer = method(model, processor)
+
+def _output_names(stems: Sequence[str], stages: bool) -> list[str]:
+    r"""Every file ``matex explain`` writes into ``--out`` for these phrase stems."""
+    names = [name for s in stems for name in (f"overlay_{s}.png", f"map_{s}.npy")]
+    if stages:
+        names += [f"stages_{s}.png" for s in stems]
+    return names + ["summary.json"]
+
+
+def _model_input(radiograph: Radiograph, processor: Any, mode: str,
+                 device: str) -> tuple[torch.Tensor, Geometry]:
+    r"""
+    The model input of ``radiograph`` and its :class:`~captum_matex.data.geometry.Geometry`.
+
+    Returns:
+        tuple: ``(pixel_values (1, C, h, w), geometry)``.
+    """
+    from captum_matex.data.geometry import prepare
+
+    try:
+        pixels, geometries = prepare([radiograph], processor, mode=mode, device=device)
+    except ValueError as exc:
+        raise CLIError(f"cannot build the model input with --mode {mode}: {exc}") from exc
+    return pixels, geometries[0]
+
+
+def _explain_batch(explainer: Any, pixels: torch.Tensor,
+                   phrases: list[str]) -> tuple[torch.Tensor, list[float], Any]:
+    r"""
+    Maps on the input grid, scores and MATEX diagnostics (or None) for ``phrases``.
+
+    ``pixels`` is one image expanded to ``len(phrases)`` rows (a view, no copy).
+    """
+    from captum_matex import MATEX
+
     if isinstance(explainer, MATEX):
         maps, diagnostics = explainer.attribute(
             pixels, (phrases,), output="pixel", return_diagnostics=True
         )
-        scores = diagnostics.score.tolist()
-    else:
-        maps = explainer.attribute(pixels, (phrases,), output="pixel")
-        diagnostics = None
+        return maps, diagnostics.score.tolist(), diagnostics
+    maps = explainer.attribute(pixels, (phrases,), output="pixel")
+    with torch.no_grad():
         scores = explainer.forward_func(pixels, phrases).tolist()
+    return maps, scores, None
 
+
+def _layer_weights(diagnostics: Any, index: int) -> list[float] | None:
+    r"""MATEX's layer-consistency weights of sample ``index``; None for other methods."""
+    if diagnostics is None or diagnostics.layer_weights is None:
+        return None
+    return diagnostics.layer_weights[index].tolist()
+
+
+def _for_display(image: torch.Tensor) -> torch.Tensor:
+    r"""``image`` ``(H, W)``, area-downsampled to a longest side of at most :data:`DISPLAY_MAX`."""
+    import torch.nn.functional as F
+
+    factor = DISPLAY_MAX / max(image.shape)
+    if factor >= 1:
+        return image
+    size = (max(1, round(image.shape[0] * factor)), max(1, round(image.shape[1] * factor)))
+    return F.interpolate(image[None, None].float(), size=size, mode="area")[0, 0]
+
+
+def _peak_xy(heat: torch.Tensor) -> list[int]:
+    r"""``[x, y]``: column and row of the maximum of an ``(H, W)`` map."""
+    row, col = divmod(int(heat.argmax()), heat.shape[1])
+    return [col, row]
+
+
+def _progress(total: int) -> Any:
+    r"""A tqdm bar on stderr, shown on a terminal for more than :data:`PROGRESS_AFTER` phrases."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="matex explain", unit="phrase", file=sys.stderr,
+                disable=True if total <= PROGRESS_AFTER else None)
+
+
+def _explain_chunk(explainer: Any, image: torch.Tensor, geometry: Geometry, phrases: list[str],
+                   stems: list[str], out: Path, method: str, backdrop: torch.Tensor) -> list[dict]:
+    r"""
+    Explain ``image`` for ``phrases`` in one pass and write each phrase's files.
+
+    Returns:
+        list of dict: One ``summary.json`` record per phrase.
+    """
+    from captum_matex.data.geometry import maps_to_original
+    from captum_matex.viz import diagnostics_figure, overlay_figure
+
+    pixels = image.expand(len(phrases), -1, -1, -1)
+    maps, scores, diagnostics = _explain_batch(explainer, pixels, phrases)
+    originals = maps_to_original(maps.detach().float().cpu(), [geometry] * len(phrases))
     records = []
-    for i, (phrase, stem) in enumerate(zip(phrases, stems)):
-        heat = maps[i, 0]
-        peak = divmod(int(heat.argmax()), heat.shape[1])
-        title = f"{args.method}: {phrase!r}\nscore {scores[i]:.3f}"
-        _save(overlay_figure(pixels[i], heat, title), out / f"overlay_{stem}.png")
-        files = [f"overlay_{stem}.png"]
+    for i, (phrase, stem, heat) in enumerate(zip(phrases, stems, originals)):
+        heat = heat[0]
+        np.save(out / f"map_{stem}.npy", heat.numpy())
+        title = f"{method}: {phrase!r}\nscore {scores[i]:.3f}"
+        _save(overlay_figure(backdrop, _for_display(heat), title), out / f"overlay_{stem}.png")
+        files = [f"overlay_{stem}.png", f"map_{stem}.npy"]
         if diagnostics is not None:
             _save(diagnostics_figure(diagnostics, i, pixels[i]), out / f"stages_{stem}.png")
             files.append(f"stages_{stem}.png")
-        records.append(
-            {
-                "phrase": phrase,
-                "score": scores[i],
-                "peak_row_col_model_input": list(peak),
-                "layer_weights": (
-                    diagnostics.layer_weights[i].tolist() if diagnostics is not None else None
-                ),
-                "files": files,
-            }
-        )
+        records.append({
+            "phrase": phrase,
+            "score": scores[i],
+            "peak_xy_original": _peak_xy(heat),
+            "layer_weights": _layer_weights(diagnostics, i),
+            "files": files,
+        })
+    return records
+
+
+def explain(args: argparse.Namespace) -> dict:
+    r"""
+    ``matex explain``: explain one image (PNG, JPEG or DICOM) for one or more phrases.
+
+    The image is read and preprocessed once (``--mode letterbox`` keeps the
+    whole film; ``processor`` reproduces the model's resize and centre crop)
+    and explained for ``--batch-size`` phrases per pass (one batched pass of
+    the image tower, the image expanded without a copy). Every map is put back
+    on the original pixel grid. Writes into ``--out``, refusing to overwrite
+    without ``--force``; file names are slugs of the phrases, so nothing is
+    written elsewhere:
+
+    - ``overlay_<stem>.png``: the map over the original radiograph;
+    - ``map_<stem>.npy``: the map, float32 ``(H, W)`` on the original grid;
+    - ``stages_<stem>.png``: MATEX's stages on the patch grid (MATEX only);
+    - ``summary.json``: sizes, geometry, and per phrase the score and the
+      map's peak ``[x, y]`` in original pixels.
+
+    Returns:
+        dict: The summary written to ``summary.json``.
+    """
+    from captum_matex import MATEX
+
+    phrases = _phrases(args)
+    if args.batch_size < 1:
+        raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}")
+    method = _method(args.method)
+    radiograph = _read_radiograph(args.image)
+    model, processor, model_name = _load_model(args.model, args.device)
+    image, geometry = _model_input(radiograph, processor, args.mode, args.device)
+    out = Path(args.out)
+    stems = [f"{i:02d}_{_slug(p)}" for i, p in enumerate(phrases)]
+    _prepare_out(out, _output_names(stems, issubclass(method, MATEX)), args.force)
+    explainer = method(model, processor)
+    backdrop = _for_display(radiograph.to_tensor()[0])
+    records: list[dict] = []
+    with _progress(len(phrases)) as bar:
+        for start in range(0, len(phrases), args.batch_size):
+            chunk = slice(start, start + args.batch_size)
+            records += _explain_chunk(explainer, image, geometry, phrases[chunk], stems[chunk],
+                                      out, args.method, backdrop)
+            bar.update(len(phrases[chunk]))
     summary = {
         "image": str(args.image),
-        "image_size": list(radiograph.size),
+        "original_size": list(radiograph.size),
         "model": model_name,
         "method": args.method,
-        "model_input_size": list(pixels.shape[-2:]),
+        "mode": args.mode,
+        "model_input_size": list(image.shape[-2:]),
+        "geometry": geometry.as_dict(),
+        "visible_fraction": geometry.visible_fraction,
         "phrases": records,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -187,9 +325,14 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("image", help="PNG, JPEG or DICOM radiograph")
     ex.add_argument("phrases", nargs="*", help="phrase(s) to explain")
     ex.add_argument("--phrase", action="append", help="another phrase (repeatable)")
-    ex.add_argument("--model", help="transformers CLIP directory or hub name "
-                    "(default: the embedded phantom model)")
+    ex.add_argument("--model", help="transformers CLIP directory (safetensors weights) or hub "
+                    "name (default: the embedded phantom model)")
     ex.add_argument("--method", default="matex", help="explanation method (default: matex)")
+    ex.add_argument("--mode", choices=MODES, default="letterbox",
+                    help="letterbox: fit the whole image and pad (default); processor: the "
+                    "model processor's resize and centre crop (cropped borders get 0)")
+    ex.add_argument("--batch-size", type=int, default=8,
+                    help="phrases explained per pass (default: 8; lower it if memory runs out)")
     ex.add_argument("--out", default="matex_out", help="output directory")
     ex.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     ex.add_argument("--force", action="store_true", help="overwrite existing outputs")
@@ -200,6 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--out", default="matex_demo", help="output directory")
     de.add_argument("--force", action="store_true", help="overwrite existing outputs")
     de.set_defaults(func=demo)
+
+    from captum_matex.evaluation.command import add_parser as add_benchmark
+
+    add_benchmark(sub)
     return parser
 
 
@@ -210,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.func(args)
     except CLIError as exc:
-        print(f"matex: error: {exc}", file=sys.stderr)
+        print(f"matex: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     return 0
 
