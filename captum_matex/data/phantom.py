@@ -19,12 +19,13 @@ share an image.
 from __future__ import annotations
 
 import functools
-import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+
+from captum_matex.metrics.sanity import swap_laterality
 
 __all__ = [
     "PhantomCXR",
@@ -139,32 +140,6 @@ CANONICAL: Dict[str, str] = {
     "edema": "pulmonary edema",
 }
 CANONICAL_BILATERAL: Dict[str, str] = {"effusion": "bilateral pleural effusions"}
-
-
-def swap_laterality(phrase: str) -> str:
-    r"""
-    Swap the words ``left`` and ``right`` in a phrase (case preserved).
-
-    Args:
-
-        phrase (str): A radiology phrase.
-
-    Returns:
-        str: The phrase describing the contralateral side. Phrases without a
-        side word are returned unchanged.
-
-    Examples::
-
-        >>> swap_laterality("small left pleural effusion")
-        'small right pleural effusion'
-    """
-
-    def repl(m: "re.Match[str]") -> str:
-        word = m.group(0)
-        new = "right" if word.lower() == "left" else "left"
-        return new.capitalize() if word[0].isupper() else new
-
-    return re.sub(r"\b(left|right)\b", repl, phrase, flags=re.IGNORECASE)
 
 
 def _fill(template: str, side: Optional[str], zone: str, size: str) -> str:

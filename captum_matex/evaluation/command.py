@@ -1,0 +1,89 @@
+"""The ``matex benchmark`` sub-command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from captum_matex.evaluation.results import ResultsFileError
+from captum_matex.evaluation.runner import (
+    DEFAULT_METHODS,
+    BenchmarkConfig,
+    BenchmarkError,
+    run_benchmark,
+)
+
+
+def _methods(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _limit(text: str) -> int | None:
+    return None if text.lower() in ("all", "none", "0") else int(text)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    r"""Add ``benchmark`` to the ``matex`` sub-commands."""
+    parser = sub.add_parser(
+        "benchmark",
+        help="compare explanation methods against ground-truth boxes (resumable, torchrun-ready)",
+        description=(
+            "Run a comparative study: every method explains every image-phrase pair; maps "
+            "are scored against the boxes on the original pixel grid (localisation), by "
+            "re-scoring perturbed inputs (faithfulness) and by sanity checks. Rerun the "
+            "same command to resume after an interruption. Scale out with "
+            "'torchrun --nproc_per_node=N -m captum_matex.cli benchmark ...'."
+        ),
+    )
+    parser.add_argument("--dataset", choices=["phantom", "mscxr"], default="phantom")
+    parser.add_argument("--root", help="folder of your MS-CXR copy (--dataset mscxr)")
+    parser.add_argument("--csv", help="MS-CXR release CSV when it is not in --root")
+    parser.add_argument("--split", default="test", help="train, val, test, or all (default: test)")
+    parser.add_argument("--limit", type=_limit, default=200,
+                        help="image-phrase pairs to use, or 'all' (default: 200)")
+    parser.add_argument("--methods", type=_methods, default=list(DEFAULT_METHODS),
+                        help="comma-separated method names (default: MATEX, its ablations, "
+                        "prior_only and the baselines)")
+    parser.add_argument("--model", help="transformers CLIP directory or hub name "
+                        "(default: the embedded phantom model)")
+    parser.add_argument("--mode", choices=["letterbox", "processor"], default="letterbox",
+                        help="how images become model inputs (default: letterbox)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--method-kwargs", type=json.loads, default={},
+                        help='JSON of constructor arguments per method, e.g. \'{"m2ib": {"beta": 1}}\'')
+    parser.add_argument("--no-faithfulness", action="store_true",
+                        help="skip confidence drop/increase and deletion/insertion")
+    parser.add_argument("--no-sanity", action="store_true",
+                        help="skip model randomisation and prompt sensitivity")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="matex_benchmark", help="output folder")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    parser.add_argument("--force", action="store_true",
+                        help="set aside (*.bak) damaged or foreign results files in --out")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(func=benchmark)
+
+
+def benchmark(args: argparse.Namespace) -> dict | None:
+    r"""``matex benchmark``: run or resume a study; print its results table."""
+    from captum_matex.cli import CLIError
+    from captum_matex.data import ImageReadError, MSCXRError
+    from captum_matex.loading import ModelLoadError
+
+    config = BenchmarkConfig(
+        dataset=args.dataset, split=args.split, limit=args.limit, methods=args.methods,
+        model=args.model, root=args.root, csv=args.csv, mode=args.mode,
+        batch_size=args.batch_size, faithfulness=not args.no_faithfulness,
+        sanity=not args.no_sanity, seed=args.seed, method_kwargs=args.method_kwargs,
+    )
+    try:
+        summary = run_benchmark(config, args.out, args.device, args.force, not args.no_progress)
+    except (ResultsFileError, BenchmarkError, MSCXRError, ImageReadError, ModelLoadError) as exc:
+        raise CLIError(str(exc)) from exc
+    if summary is not None:
+        table = Path(args.out, "results.md").read_text().split("\n## Configuration")[0]
+        sys.stdout.write(table)
+        print(f"\nwrote summary.json, results.md and figures/ to {args.out}")
+    return summary

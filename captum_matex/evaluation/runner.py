@@ -1,0 +1,297 @@
+"""``matex benchmark``: a resumable comparative study, sharded over ``torchrun`` workers."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from captum_matex.data.geometry import prepare
+from captum_matex.evaluation.distributed import Worker, worker_from_env
+from captum_matex.evaluation.report import comparison_figure, save_figure, write_report
+from captum_matex.evaluation.results import ResultsFileError, ResultsLog, read_rows
+from captum_matex.evaluation.samples import EvalSample, mscxr_samples, phantom_samples
+from captum_matex.evaluation.scoring import (
+    BatchInputs,
+    faithfulness_scores,
+    localisation_scores,
+    sanity_scores,
+    swapped_phrase,
+)
+
+#: The methods of the headline study (MATEX, its ablations, the prior-only
+#: control and the baselines that explain the same score).
+DEFAULT_METHODS = (
+    "matex", "matex_no_anatomy", "matex_no_text_prior", "matex_no_rollout",
+    "matex_no_consistency", "prior_only", "m2ib", "chefer", "rollout", "gradcam",
+    "grad_eclip", "legrad", "patch_text", "saliency", "integrated_gradients",
+)
+
+
+class BenchmarkError(ValueError):
+    r"""A study that cannot run as configured (unknown method, no samples, ...)."""
+
+
+@dataclass
+class BenchmarkConfig:
+    r"""Everything that defines a study's results (its fingerprint keys resume).
+
+    Attributes:
+        dataset: ``"phantom"`` (embedded) or ``"mscxr"`` (a local copy at ``root``).
+        split: data split.
+        limit: number of image-phrase pairs (``None``: all).
+        methods: registered method names (:func:`captum_matex.baselines.available`).
+        model: transformers CLIP directory or hub name; ``None`` is the embedded
+            phantom model.
+        root: MS-CXR folder (``dataset="mscxr"``).
+        csv: MS-CXR release CSV when not in ``root``.
+        mode: ``"letterbox"`` or ``"processor"`` (see :func:`~captum_matex.data.geometry.prepare`).
+        batch_size: samples per batch; batches are fixed chunks of the sample
+            list, so results do not depend on the number of workers or on resumes.
+        faithfulness: score confidence drop / increase and deletion / insertion.
+        sanity: score model randomisation and prompt sensitivity.
+        seed: seed of the phantom split and of stochastic methods.
+        method_kwargs: constructor arguments per method, e.g. ``{"m2ib": {"beta": 1}}``.
+    """
+
+    dataset: str = "phantom"
+    split: str = "test"
+    limit: int | None = 200
+    methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
+    model: str | None = None
+    root: str | None = None
+    csv: str | None = None
+    mode: str = "letterbox"
+    batch_size: int = 8
+    faithfulness: bool = True
+    sanity: bool = True
+    seed: int = 0
+    method_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def samples(self) -> list[EvalSample]:
+        r"""The study's samples, in a fixed order."""
+        if self.dataset == "phantom":
+            return phantom_samples(self.split, self.limit, self.seed)
+        if self.dataset == "mscxr":
+            if not self.root:
+                raise BenchmarkError("dataset 'mscxr' needs root=<folder of your MS-CXR copy>")
+            split = None if self.split in ("all", "") else self.split
+            return mscxr_samples(self.root, split, self.limit, self.csv)
+        raise BenchmarkError(f"dataset must be 'phantom' or 'mscxr', got {self.dataset!r}")
+
+
+def _rank_file(out: Path, rank: int) -> Path:
+    return out / f"results.rank{rank}.jsonl"
+
+
+def _load_model(config: BenchmarkConfig, device: str):
+    if config.model is None:
+        from captum_matex.zoo import phantom_clip
+
+        model, processor = phantom_clip()
+    else:
+        from captum_matex.loading import load_clip
+
+        model, processor = load_clip(config.model, device)
+    return model.to(device), processor
+
+
+def _check_methods(names: list[str]) -> None:
+    from captum_matex.baselines import available
+
+    unknown = [n for n in names if n.lower().replace("-", "_") not in available()]
+    if unknown:
+        raise BenchmarkError(f"unknown method(s) {', '.join(unknown)}; available: {', '.join(available())}")
+
+
+class _MethodRunner:
+    r"""One method on the trained model (and on its randomised copy for the
+    sanity check), scoring batches."""
+
+    def __init__(self, name: str, model, processor, config: BenchmarkConfig, randomised) -> None:
+        from captum_matex.baselines import get
+
+        kwargs = dict(config.method_kwargs.get(name, {}))
+        method = get(name)
+        self.name = name
+        self.explainer = method(model, processor, **kwargs)
+        self.random_explainer = (
+            method(randomised, processor, **kwargs) if randomised is not None else None
+        )
+        self.config = config
+
+    def _maps(self, explainer, pixels: torch.Tensor, phrases: list[str]) -> torch.Tensor:
+        torch.manual_seed(self.config.seed)  # stochastic methods repeat exactly per batch
+        return explainer.attribute(pixels, (phrases,), output="pixel").detach()
+
+    def score(self, batch: BatchInputs) -> list[dict]:
+        phrases = [s.phrase for s in batch.samples]
+        start = time.perf_counter()
+        maps = self._maps(self.explainer, batch.pixels, phrases)
+        seconds = (time.perf_counter() - start) / len(phrases)
+        scores = localisation_scores(maps, batch)
+        forward = self.explainer.forward_func
+        with torch.no_grad():
+            scores["score"] = forward(batch.pixels, batch.token_ids).tolist()
+        if self.config.faithfulness:
+            patch = self.explainer.adapter.patch_size
+            with torch.no_grad():
+                scores.update(faithfulness_scores(forward, maps, batch, patch))
+        if self.config.sanity:
+            swapped = self._maps(self.explainer, batch.pixels, [swapped_phrase(p) for p in phrases])
+            randomised = (
+                self._maps(self.random_explainer, batch.pixels, phrases)
+                if self.random_explainer is not None else None
+            )
+            scores.update(sanity_scores(maps, randomised, swapped))
+        rows = []
+        for i, sample in enumerate(batch.samples):
+            row = {"sample": sample.id, "method": self.name, "finding": sample.finding,
+                   "phrase": sample.phrase, "laterality": sample.laterality}
+            row.update({name: _clean(values[i]) for name, values in scores.items()})
+            row["seconds_per_sample"] = seconds
+            rows.append(row)
+        return rows
+
+
+def _clean(value: float) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def _prepare_batch(samples: list[EvalSample], processor, config: BenchmarkConfig, explainer,
+                   device: str) -> BatchInputs:
+    pixels, geometries = prepare([s.load() for s in samples], processor, config.mode, device=device)
+    token_ids = explainer.adapter.tokenize([s.phrase for s in samples], pixels.device)
+    return BatchInputs(samples, pixels, geometries, token_ids)
+
+
+def _done_keys(out: Path, config: dict) -> set[tuple[str, str]]:
+    return {(r["sample"], r["method"]) for r in read_rows(sorted(out.glob("results.rank*.jsonl")), config)}
+
+
+def _set_aside_foreign(out: Path, config: dict, keep: Path) -> None:
+    for path in sorted(out.glob("results.rank*.jsonl")):
+        if path == keep:
+            continue
+        try:
+            ResultsLog(path, config, read_only=True)
+        except ResultsFileError:
+            os.replace(path, path.with_name(path.name + ".bak"))
+
+
+def run_benchmark(
+    config: BenchmarkConfig,
+    out: str | Path,
+    device: str = "cpu",
+    force: bool = False,
+    progress: bool = True,
+) -> dict | None:
+    r"""Run (or resume) a comparative study and write its report.
+
+    Each worker appends checksummed rows to its own ``results.rank<r>.jsonl``
+    (see :class:`~captum_matex.evaluation.results.ResultsLog`); work already
+    in any worker's file is skipped, so a killed run resumes where it stopped
+    and the finished result set equals an uninterrupted run's. Samples are
+    cut into fixed chunks of ``batch_size``, dealt round-robin to the
+    ``torchrun`` workers. Worker 0 then merges all files and writes
+    ``summary.json``, ``results.md`` and figures (:func:`write_report`).
+
+    Args:
+        config: the study.
+        out: output folder.
+        device: torch device; under ``torchrun`` with CUDA, ``"cuda"`` means
+            this worker's ``LOCAL_RANK`` GPU.
+        force: set aside (as ``*.bak``) damaged or foreign results files
+            instead of refusing to run.
+        progress: show a progress bar.
+
+    Returns:
+        The summary on worker 0, ``None`` on other workers.
+
+    Raises:
+        ResultsFileError: ``out`` holds damaged results or another study's,
+            and ``force`` is not given.
+    """
+    _check_methods(config.methods)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = asdict(config)
+    with worker_from_env(device) as worker:
+        if device == "cuda" and worker.world > 1:
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', worker.rank))}"
+        own = _rank_file(out, worker.rank)
+        log = ResultsLog(own, settings, force=force)
+        worker.barrier()
+        if worker.is_main and force:
+            _set_aside_foreign(out, settings, own)
+        worker.barrier()
+        done = _done_keys(out, settings)
+        worker.barrier()
+        _run_shard(config, worker, log, done, device, progress)
+        worker.barrier()
+        if not worker.is_main:
+            return None
+        rows = read_rows(sorted(out.glob("results.rank*.jsonl")), settings)
+        summary = write_report(rows, settings, out)
+        _write_overlays(config, out, device)
+        return summary
+
+
+def _run_shard(config: BenchmarkConfig, worker: Worker, log: ResultsLog, done: set,
+               device: str, progress: bool) -> None:
+    samples = config.samples()
+    if not samples:
+        raise BenchmarkError("the study has no samples (check --split, --limit and the data)")
+    chunks = [samples[i : i + config.batch_size] for i in range(0, len(samples), config.batch_size)]
+    work = [
+        (name, chunk) for name in config.methods for chunk in worker.shard(chunks)
+        if any((s.id, name) not in done for s in chunk)
+    ]
+    if not work:
+        return
+    model, processor = _load_model(config, device)
+    randomised = None
+    if config.sanity:
+        from captum_matex.metrics import randomized_model
+
+        randomised = randomized_model(model, seed=config.seed)
+    bar = tqdm(total=sum(len(c) for _, c in work), desc=f"benchmark (worker {worker.rank})",
+               unit="sample", disable=not progress, position=worker.rank)
+    runner = None
+    for name, chunk in work:
+        if runner is None or runner.name != name:
+            runner = _MethodRunner(name, model, processor, config, randomised)
+            bar.set_postfix(method=name)
+        batch = _prepare_batch(chunk, processor, config, runner.explainer, device)
+        rows = [r for r in runner.score(batch) if (r["sample"], name) not in done]
+        log.append(rows)
+        bar.update(len(chunk))
+    bar.close()
+
+
+
+def _write_overlays(config: BenchmarkConfig, out: Path, device: str, cases: int = 4) -> None:
+    r"""``figures/overlays.png``: the first ``cases`` samples (rows) explained
+    by every method (columns), on the original pixel grid with the boxes."""
+    from captum_matex.baselines import get
+    from captum_matex.data.geometry import maps_to_original
+
+    samples = config.samples()[:cases]
+    model, processor = _load_model(config, device)
+    images = [s.load() for s in samples]
+    pixels, geometries = prepare(images, processor, config.mode, device=device)
+    columns = {}
+    for name in config.methods:
+        explainer = get(name)(model, processor, **config.method_kwargs.get(name, {}))
+        torch.manual_seed(config.seed)
+        maps = explainer.attribute(pixels, ([s.phrase for s in samples],), output="pixel")
+        columns[name] = maps_to_original(maps.detach()[:, 0], geometries)
+    figure = comparison_figure([im.pixels for im in images], columns,
+                               [s.boxes for s in samples], [s.phrase for s in samples])
+    save_figure(figure, out / "figures" / "overlays.png")

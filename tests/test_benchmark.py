@@ -1,0 +1,251 @@
+"""The benchmark: results log, resume after kills, torchrun sharding, MS-CXR layout."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from captum_matex.cli import main
+from captum_matex.data import PhantomCXR
+from captum_matex.evaluation import BenchmarkConfig, ResultsFileError, ResultsLog, run_benchmark
+from captum_matex.evaluation.results import read_rows
+from captum_matex.evaluation.samples import phantom_samples
+
+CONFIG = {"study": "unit", "limit": 3}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _rows(out: Path) -> list[dict]:
+    settings = json.loads((out / "summary.json").read_text())["config"]
+    rows = read_rows(sorted(out.glob("results.rank*.jsonl")), settings)
+    return sorted(({k: v for k, v in r.items() if k != "seconds_per_sample"} for r in rows),
+                  key=lambda r: (r["method"], r["sample"]))
+
+
+# --------------------------------------------------------------------------
+# results log
+# --------------------------------------------------------------------------
+def test_results_log_appends_durably_and_reloads(tmp_path):
+    path = tmp_path / "r.jsonl"
+    log = ResultsLog(path, CONFIG)
+    log.append([{"sample": "a", "method": "m", "x": 1.5}, {"sample": "b", "method": "m", "x": None}])
+    again = ResultsLog(path, CONFIG)
+    assert again.rows == log.rows and len(again.rows) == 2
+    assert path.read_text().count("\n") == 3  # header + two rows
+
+
+def test_torn_last_line_is_dropped_and_repaired(tmp_path):
+    path = tmp_path / "r.jsonl"
+    ResultsLog(path, CONFIG).append([{"sample": str(i), "method": "m", "x": i} for i in range(3)])
+    text = path.read_text()
+    path.write_text(text[: len(text) - 9])  # killed in the middle of the last row
+    log = ResultsLog(path, CONFIG)
+    assert [r["sample"] for r in log.rows] == ["0", "1"]
+    assert path.read_text() == text[: text.rindex('{"row"')]  # repaired to the intact prefix
+
+
+def test_damaged_or_foreign_files_are_refused_and_kept_unless_forced(tmp_path):
+    path = tmp_path / "r.jsonl"
+    ResultsLog(path, CONFIG).append([{"sample": str(i), "method": "m", "x": i} for i in range(3)])
+    good = path.read_text()
+    lines = good.splitlines(keepends=True)
+    path.write_text(lines[0] + lines[1].replace('"x":0', '"x":7') + "".join(lines[2:]))
+    with pytest.raises(ResultsFileError, match="line 2 is damaged"):
+        ResultsLog(path, CONFIG)
+    path.write_text(good)
+    with pytest.raises(ResultsFileError, match="another configuration"):
+        ResultsLog(path, {"study": "other"})
+    assert path.read_text() == good  # nothing overwritten
+    foreign = tmp_path / "notes.jsonl"
+    foreign.write_text("my own notes\n")
+    with pytest.raises(ResultsFileError, match="not a captum_matex results file"):
+        ResultsLog(foreign, CONFIG)
+    fresh = ResultsLog(path, {"study": "other"}, force=True)
+    assert fresh.rows == [] and (tmp_path / "r.jsonl.bak").read_text() == good
+
+
+def test_read_only_log_never_writes(tmp_path):
+    path = tmp_path / "r.jsonl"
+    ResultsLog(path, CONFIG).append([{"sample": "a", "method": "m"}])
+    path.write_text(path.read_text() + '{"row": {"sam')
+    before = path.read_text()
+    log = ResultsLog(path, CONFIG, read_only=True)
+    assert len(log.rows) == 1 and path.read_text() == before
+    with pytest.raises(ResultsFileError, match="read-only"):
+        log.append([{"sample": "b", "method": "m"}])
+
+
+# --------------------------------------------------------------------------
+# the study
+# --------------------------------------------------------------------------
+SMALL = dict(limit=6, batch_size=4, methods=["matex", "chefer", "prior_only"])
+
+
+def test_benchmark_scores_every_pair_and_writes_the_report(tmp_path):
+    summary = run_benchmark(BenchmarkConfig(**SMALL), tmp_path, progress=False)
+    rows = _rows(tmp_path)
+    assert len(rows) == 18 and {r["method"] for r in rows} == set(SMALL["methods"])
+    for name in ("pointing_game", "miou", "cnr", "confidence_drop", "deletion_auc",
+                 "randomisation_spearman", "prompt_sensitivity"):
+        assert name in summary["methods"]["matex"]
+    assert all(r["pointing_game"] in (0.0, 1.0) for r in rows)
+    # prior_only never looks at the model: randomising the model leaves it unchanged
+    assert summary["methods"]["prior_only"]["randomisation_spearman"]["mean"] == pytest.approx(1.0)
+    assert summary["methods"]["matex"]["randomisation_spearman"]["mean"] < 0.6
+    table = (tmp_path / "results.md").read_text()
+    assert "| matex |" in table and "pointing_game ↑" in table and "confidence_drop ↓" in table
+    assert (tmp_path / "figures" / "metrics.png").stat().st_size > 10_000
+    assert (tmp_path / "figures" / "overlays.png").stat().st_size > 10_000
+
+
+def test_rows_do_not_depend_on_resumes(tmp_path):
+    config = BenchmarkConfig(**SMALL, sanity=False)
+    run_benchmark(config, tmp_path / "full", progress=False)
+    reference = _rows(tmp_path / "full")
+    part = tmp_path / "part"
+    run_benchmark(BenchmarkConfig(**SMALL, sanity=False), part, progress=False)
+    log = part / "results.rank0.jsonl"
+    lines = log.read_text().splitlines(keepends=True)
+    log.write_text("".join(lines[:5]) + lines[5][:20])  # four rows kept, fifth torn
+    summary = run_benchmark(config, part, progress=False)
+    assert _rows(part) == reference
+    assert summary["n_samples"] == {"matex": 6, "chefer": 6, "prior_only": 6}
+
+
+def test_a_changed_configuration_is_refused_without_force(tmp_path):
+    run_benchmark(BenchmarkConfig(limit=2, methods=["chefer"], sanity=False,
+                                  faithfulness=False), tmp_path, progress=False)
+    other = BenchmarkConfig(limit=3, methods=["chefer"], sanity=False, faithfulness=False)
+    with pytest.raises(ResultsFileError, match="another configuration"):
+        run_benchmark(other, tmp_path, progress=False)
+    run_benchmark(other, tmp_path, force=True, progress=False)
+    assert (tmp_path / "results.rank0.jsonl.bak").exists() and len(_rows(tmp_path)) == 3
+
+
+def test_cli_benchmark_prints_the_table_and_names_bad_input(tmp_path, capsys):
+    args = ["benchmark", "--limit", "2", "--methods", "chefer,rollout", "--no-sanity",
+            "--no-faithfulness", "--no-progress", "--out", str(tmp_path)]
+    assert main(args) == 0
+    assert "| rollout |" in capsys.readouterr().out
+    assert main(args[:4] + ["lime"] + args[5:]) == 2
+    assert "unknown method(s) lime; available:" in capsys.readouterr().err
+    assert main(["benchmark", "--dataset", "mscxr", "--out", str(tmp_path / "x")]) == 2
+    assert "needs root=" in capsys.readouterr().err
+
+
+def _cli(args: list[str], **kwargs) -> subprocess.Popen:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONHASHSEED="0")
+    return subprocess.Popen([sys.executable, "-m", "captum_matex.cli", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+KILLED = ["benchmark", "--limit", "10", "--batch-size", "2", "--methods", "matex,m2ib,chefer",
+          "--method-kwargs", '{"m2ib": {"steps": 2, "num_samples": 2}}', "--no-progress"]
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_path):
+    assert _cli(KILLED + ["--out", str(tmp_path / "ref")]).wait(timeout=600) == 0
+    rng = random.Random(0)
+    out = tmp_path / "killed"
+    kills = 0
+    for _ in range(4):
+        process = _cli(KILLED + ["--out", str(out)])
+        time.sleep(rng.uniform(4.0, 9.0))
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            kills += 1
+        process.wait()
+    assert kills >= 2
+    done = _cli(KILLED + ["--out", str(out)])
+    assert done.wait(timeout=600) == 0, done.stderr.read()
+    assert _rows(out) == _rows(tmp_path / "ref")
+    assert len(_rows(out)) == 30
+
+
+@pytest.mark.slow
+def test_two_torchrun_workers_give_the_single_process_result(tmp_path):
+    args = ["benchmark", "--limit", "8", "--batch-size", "2", "--methods", "matex,chefer",
+            "--no-progress"]
+    assert _cli(args + ["--out", str(tmp_path / "one")]).wait(timeout=600) == 0
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+         "-m", "captum_matex.cli", *args, "--out", str(tmp_path / "two")],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert {p.name for p in (tmp_path / "two").glob("results.rank*.jsonl")} == {
+        "results.rank0.jsonl", "results.rank1.jsonl"}
+    assert _rows(tmp_path / "two") == _rows(tmp_path / "one")
+    shares = [len(ResultsLog(p, json.loads((tmp_path / "two" / "summary.json").read_text())
+                             ["config"], read_only=True).rows)
+              for p in sorted((tmp_path / "two").glob("results.rank*.jsonl"))]
+    assert shares == [8, 8]
+
+
+# --------------------------------------------------------------------------
+# MS-CXR layout: a miniature copy built from phantom cases
+# --------------------------------------------------------------------------
+def _miniature_mscxr(root: Path, count: int, size: tuple[int, int]) -> list:
+    """MS-CXR-style folder: JPEGs resized to ``size`` (H, W), boxes in their pixels."""
+    phantom = PhantomCXR(split="test")
+    samples = [s for s in (phantom[i] for i in range(40)) if s.boxes][:count]
+    rows = []
+    for i, sample in enumerate(samples):
+        rel = f"files/p10/p100{i}/s5{i}/img{i}.jpg"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        grey = (sample.image[0].numpy() * 255).round().astype(np.uint8)
+        Image.fromarray(grey).resize((size[1], size[0]), Image.BILINEAR).save(root / rel, quality=95)
+        sy, sx = size[0] / grey.shape[0], size[1] / grey.shape[1]
+        for x, y, w, h in sample.boxes:
+            rows.append({"dicom_id": f"d{i}", "category_name": sample.finding,
+                         "label_text": sample.phrase, "path": rel, "x": x * sx, "y": y * sy,
+                         "w": w * sx, "h": h * sy, "image_width": size[1],
+                         "image_height": size[0], "split": "test"})
+    with open(root / "MS_CXR_Local_Alignment_v1.1.0.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return samples
+
+
+def test_mscxr_benchmark_scores_boxes_on_the_original_grid(tmp_path):
+    samples = _miniature_mscxr(tmp_path / "mscxr", 6, (448, 336))  # 2x taller, 1.5x wider
+    out = tmp_path / "out"
+    summary = run_benchmark(
+        BenchmarkConfig(dataset="mscxr", root=str(tmp_path / "mscxr"), split="test", limit=None,
+                        methods=["matex", "prior_only"], sanity=False, faithfulness=False),
+        out, progress=False)
+    assert summary["n_samples"] == {"matex": 6, "prior_only": 6}
+    rows = {(r["sample"], r["method"]): r for r in _rows(out)}
+    ours = run_benchmark(BenchmarkConfig(limit=6, methods=["matex", "prior_only"], sanity=False,
+                                         faithfulness=False), tmp_path / "phantom", progress=False)
+    assert [s.phrase for s in phantom_samples("test", 6)] == [s.phrase for s in samples]
+    # The same cases, stretched non-uniformly and letterboxed, score alike: maps
+    # come back to each image's own grid, where its boxes are.
+    for metric in ("pointing_game", "energy_pointing_game"):
+        for method in ("matex", "prior_only"):
+            a = summary["methods"][method][metric]["mean"]
+            b = ours["methods"][method][metric]["mean"]
+            assert abs(a - b) < 0.2, (metric, method, a, b)
+    assert all(r["finding"] for r in rows.values())
