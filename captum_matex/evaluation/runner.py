@@ -140,7 +140,8 @@ class _MethodRunner:
         with torch.no_grad():
             scores["score"] = forward(batch.pixels, batch.token_ids).tolist()
         if self.config.faithfulness:
-            patch = self.explainer.adapter.patch_size
+            # one step per 2 x 2 patches: 49 re-scorings per curve on a 14 x 14 grid
+            patch = tuple(2 * p for p in self.explainer.adapter.patch_size)
             with torch.no_grad():
                 scores.update(faithfulness_scores(forward, maps, batch, patch))
         if self.config.sanity:
