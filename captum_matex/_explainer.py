@@ -55,6 +55,15 @@ class VisionLanguageAttribution(GradientAttribution):
     utilities that call ``self.forward_func`` (infidelity, NoiseTunnel,
     sensitivity) see the same score the explainer explains.
 
+    Thread safety: ``attribute`` changes the model's state for the duration
+    of the call (eval mode, ``requires_grad``, attention implementation) and
+    restores it afterwards, so one model cannot serve two calls at once. A
+    call while another thread is explaining with the same model (through any
+    explainer or :class:`~captum_matex.SimilarityForward`) raises
+    ``RuntimeError``; give each thread its own copy of the model
+    (``copy.deepcopy(model)``) or serialise the calls. Calls from one thread,
+    also nested ones, are fine.
+
     Args:
         model: a supported image-text model (see :mod:`captum_matex.adapters`)
             or an adapter.

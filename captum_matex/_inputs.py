@@ -82,6 +82,13 @@ def _phrases_from_strings(text: str | Sequence[str], batch: int) -> list[str]:
             raise TypeError(f"phrase {i} is a {type(phrase).__name__}, not a str")
         if not phrase.strip():
             raise ValueError(f"phrase {i} is empty; give a finding to explain")
+        try:
+            phrase.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(
+                f"phrase {i} is not valid Unicode ({exc.reason} at position {exc.start}); "
+                "clean it, e.g. phrase.encode('utf-8', 'replace').decode()"
+            ) from None
     return phrases
 
 
@@ -96,6 +103,12 @@ def resolve_text(
     ``additional_forward_args`` is ``(text,)`` or ``text``, where ``text`` is
     per-sample token ids ``(B, L)``, per-sample text embeddings ``(B, E)``, a
     list of ``B`` strings, or one string used for every image.
+
+    Raises:
+        TypeError / ValueError: with a message that names the fix (wrong
+            count, empty or non-Unicode phrase, token ids outside the
+            vocabulary or longer than the context, embeddings of the wrong
+            width or not finite, a tensor of the wrong shape or dtype).
     """
     if isinstance(additional_forward_args, tuple):
         if len(additional_forward_args) != 1:
@@ -111,6 +124,8 @@ def resolve_text(
             "no text given: pass additional_forward_args=(text,) with phrases, "
             "token ids or text embeddings"
         )
+    if isinstance(text, (bytes, bytearray)):
+        raise TypeError("text is bytes; decode it to str first (text.decode('utf-8'))")
     if isinstance(text, (str, list)) or (
         isinstance(text, Sequence) and not isinstance(text, Tensor)
     ):
@@ -121,7 +136,12 @@ def resolve_text(
         raise TypeError(
             f"text must be token ids, text embeddings or strings, got {type(text).__name__}"
         )
-    if text.ndim != 2:
+    if text.dtype == torch.bool or text.is_complex():
+        raise TypeError(
+            f"text tensor has dtype {text.dtype}; pass token ids as integers "
+            "(torch.long) or text embeddings as floats"
+        )
+    if text.ndim != 2 or text.shape[1] == 0:
         raise ValueError(
             f"text tensor must be per-sample, (B, L) token ids or (B, E) "
             f"embeddings; got shape {tuple(text.shape)}"
@@ -133,6 +153,13 @@ def resolve_text(
         )
     text = text.to(device)
     if text.is_floating_point():
+        width = adapter.embedding_dim
+        if width is not None and text.shape[1] != width:
+            raise ValueError(
+                f"text embeddings have width {text.shape[1]} but the model's image-text "
+                f"embeddings have {width}; compute them with this model's text encoder "
+                "(get_text_features) or pass token ids"
+            )
         if not bool(torch.isfinite(text).all()):
             raise ValueError("text embeddings contain NaN or Inf")
         return ResolvedText(text.detach(), None)
@@ -140,5 +167,13 @@ def resolve_text(
         raise ValueError(
             f"token ids have length {text.shape[1]} but the text encoder's context "
             f"is {adapter.context_length}; tokenize with truncation"
+        )
+    low, high = int(text.min()), int(text.max())
+    vocab = adapter.vocab_size
+    if low < 0 or (vocab is not None and high >= vocab):
+        accepted = "non-negative ids" if vocab is None else f"0..{vocab - 1}"
+        raise ValueError(
+            f"token ids range from {low} to {high} but the text encoder accepts "
+            f"{accepted}; tokenize with this model's own tokenizer"
         )
     return ResolvedText(adapter.text_embeddings(text), adapter.decode(text))

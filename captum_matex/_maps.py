@@ -14,9 +14,12 @@ EPS = 1e-12
 def normalize_max(maps: Tensor, start_dim: int = 1) -> Tensor:
     r"""Divide each map by its maximum over the dims from ``start_dim`` on.
 
-    An all-zero map stays zero; the result is finite for every input.
+    A map whose maximum is not positive (all zero) is left unchanged, so the
+    result is finite for every finite input in every floating dtype (a fixed
+    epsilon would underflow to zero in float16).
     """
-    peak = maps.flatten(start_dim).amax(-1).clamp_min(EPS)
+    peak = maps.flatten(start_dim).amax(-1)
+    peak = torch.where(peak > 0, peak, torch.ones_like(peak))
     return maps / peak.view(*peak.shape, *([1] * (maps.ndim - start_dim)))
 
 
@@ -24,13 +27,17 @@ def normalize_minmax(maps: Tensor) -> Tensor:
     r"""Rescale each sample's map to [0, 1].
 
     A constant map becomes all ones if it is positive and all zeros
-    otherwise, so the result is always finite.
+    otherwise, so the result is finite for every finite input, in every
+    floating dtype.
     """
     flat = maps.flatten(1)
     low = flat.amin(1, keepdim=True)
     span = flat.amax(1, keepdim=True) - low
+    positive = span > 0
     scaled = torch.where(
-        span > EPS, (flat - low) / span.clamp_min(EPS), (flat > 0).to(flat.dtype)
+        positive,
+        (flat - low) / torch.where(positive, span, torch.ones_like(span)),
+        (flat > 0).to(flat.dtype),
     )
     return scaled.view_as(maps)
 

@@ -22,7 +22,9 @@ class SimilarityForward:
 
     ``text`` is per-sample token ids ``(B, L)`` or embeddings ``(B, E)``
     (expanded along with the images by Captum), or strings. The model runs in
-    eval mode during the call (restored afterwards) when ``eval_mode``.
+    eval mode during the call (restored afterwards) when ``eval_mode``; like
+    the explainers, it refuses (``RuntimeError``) to run while another thread
+    explains with the same model.
 
     Args:
         model: a supported image-text model or an adapter.

@@ -77,6 +77,11 @@ class MATEX(VisionLanguageAttribution):
     an object passed in at construction; pass ``None`` to drop a stage
     (``rollout`` and ``consistency`` may not both be ``None``).
 
+    One model serves one ``attribute`` call at a time: a call while another
+    thread explains with the same model raises ``RuntimeError`` (the model's
+    mode, ``requires_grad`` and attention implementation are switched for the
+    call); use one model copy per thread.
+
     Args:
         model: a transformers ``CLIPModel`` or a
             :class:`~captum_matex.adapters.VisionLanguageAdapter`.
@@ -143,7 +148,9 @@ class MATEX(VisionLanguageAttribution):
         Args:
             inputs: ``(B, C, H, W)`` pixel values as the model's processor
                 makes them (or a 1-tuple of it, giving a 1-tuple back, as
-                Captum's metrics pass them).
+                Captum's metrics pass them), in any floating dtype; raw
+                integer pixels (``uint8``) are refused with a ``TypeError``
+                (the processor normalises them).
             additional_forward_args: ``(text,)``: per-sample token ids
                 ``(B, L)``, per-sample text embeddings ``(B, E)``, a list of
                 ``B`` phrases, or one phrase for all images. Tensors are
@@ -162,8 +169,10 @@ class MATEX(VisionLanguageAttribution):
             ``inputs``, and the diagnostics if requested.
 
         Raises:
-            ValueError / TypeError: for malformed images or text; the message
-                names the fix.
+            ValueError / TypeError: for malformed images or text, or when the
+                score is NaN or Inf (inputs that overflow the model); the
+                message names the fix.
+            RuntimeError: another thread is explaining with the same model.
         """
         inputs, is_tuple = self._untuple(inputs)
         with self.adapter.explaining(self.eval_mode):

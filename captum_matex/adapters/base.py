@@ -3,13 +3,49 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 import warnings
+import weakref
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
+
+#: model -> (thread id, nesting depth) of the ``explaining`` context using it
+_IN_USE: weakref.WeakKeyDictionary[nn.Module, tuple[int, int]] = weakref.WeakKeyDictionary()
+_IN_USE_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _exclusive(model: nn.Module) -> Iterator[None]:
+    r"""Claim ``model`` for the calling thread; nested claims by the same thread are fine.
+
+    Raises:
+        RuntimeError: another thread is explaining with ``model`` right now.
+    """
+    me = threading.get_ident()
+    with _IN_USE_LOCK:
+        owner, depth = _IN_USE.get(model, (me, 0))
+        if owner != me:
+            raise RuntimeError(
+                f"this {type(model).__name__} is being explained in another thread; "
+                "explainers change the model's state (eval mode, requires_grad, "
+                "attention implementation) for the duration of a call, so one model "
+                "cannot serve two calls at once. Give each thread its own copy "
+                "(copy.deepcopy(model)) or serialise the calls with a lock"
+            )
+        _IN_USE[model] = (me, depth + 1)
+    try:
+        yield
+    finally:
+        with _IN_USE_LOCK:
+            if depth:
+                _IN_USE[model] = (me, depth)
+            else:
+                del _IN_USE[model]
+
 
 @dataclass
 class VisionTrace:
@@ -30,6 +66,10 @@ class VisionTrace:
         text_embeddings: ``(B, E)`` text embeddings, detached.
         grid: ``(h, w)`` patch grid, ``N = h * w``.
         num_prefix_tokens: tokens before the patches (CLS, registers).
+
+    Raises:
+        ValueError: the score is NaN or Inf (the inputs overflow the model);
+            no explanation of it would mean anything.
     """
 
     score: Tensor
@@ -39,6 +79,17 @@ class VisionTrace:
     text_embeddings: Tensor
     grid: tuple[int, int]
     num_prefix_tokens: int
+
+    def __post_init__(self) -> None:
+        finite = torch.isfinite(self.score.detach())
+        if not bool(finite.all()):
+            bad = (~finite).nonzero().flatten().tolist()
+            raise ValueError(
+                f"the image-text score is NaN or Inf for sample(s) {bad[:10]}: the "
+                "inputs overflow the model (values far outside the range the model's "
+                "processor and text encoder produce, or too large for a float16 model); "
+                "pass the processor's normalised pixel values or run the model in float32"
+            )
 
 
 class VisionLanguageAdapter(ABC):
@@ -86,6 +137,16 @@ class VisionLanguageAdapter(ABC):
     @abstractmethod
     def context_length(self) -> int:
         """Maximum number of text tokens."""
+
+    @property
+    def vocab_size(self) -> int | None:
+        """Number of token ids the text encoder accepts, or ``None`` if unknown."""
+        return None
+
+    @property
+    def embedding_dim(self) -> int | None:
+        """Width ``E`` of the joint image-text embedding, or ``None`` if unknown."""
+        return None
 
     def grid_size(self, images: Tensor) -> tuple[int, int]:
         """Patch grid ``(h, w)`` for ``images``."""
@@ -231,24 +292,32 @@ class VisionLanguageAdapter(ABC):
         probabilities. Training flags, ``requires_grad`` and the attention
         implementation are restored on exit, also on error or
         KeyboardInterrupt.
+
+        The model is claimed for the calling thread while the context is open
+        (nested contexts in the same thread are fine): saving and restoring
+        its state is not safe against a second thread doing the same.
+
+        Raises:
+            RuntimeError: another thread is explaining with the same model.
         """
-        modes = {m: m.training for m in self.model.modules()}
-        grads = {p: p.requires_grad for p in self.model.parameters()}
-        try:
-            if eval_mode:
-                self.model.eval()
-            for p in grads:
-                p.requires_grad_(False)
-            if exposes_attention:
-                with self._attention_exposed():
+        with _exclusive(self.model):
+            modes = {m: m.training for m in self.model.modules()}
+            grads = {p: p.requires_grad for p in self.model.parameters()}
+            try:
+                if eval_mode:
+                    self.model.eval()
+                for p in grads:
+                    p.requires_grad_(False)
+                if exposes_attention:
+                    with self._attention_exposed():
+                        yield
+                else:
                     yield
-            else:
-                yield
-        finally:
-            for m, training in modes.items():
-                m.training = training
-            for p, flag in grads.items():
-                p.requires_grad_(flag)
+            finally:
+                for m, training in modes.items():
+                    m.training = training
+                for p, flag in grads.items():
+                    p.requires_grad_(flag)
 
     @contextlib.contextmanager
     def _attention_exposed(self) -> Iterator[None]:

@@ -85,6 +85,14 @@ class HFCLIPAdapter(VisionLanguageAdapter):
     def context_length(self) -> int:
         return self.model.config.text_config.max_position_embeddings
 
+    @property
+    def vocab_size(self) -> int:
+        return self.model.config.text_config.vocab_size
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.model.text_projection.out_features
+
     def vision_blocks(self) -> list[nn.Module]:
         return list(self.vision.encoder.layers)
 

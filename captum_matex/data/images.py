@@ -19,13 +19,15 @@ DICOM display pipeline (DICOM PS3.3 C.11), in order:
 4. ``MONOCHROME1`` (low values bright) is inverted so that bright always
    means dense.
 
-All arithmetic is float32 and in place where possible: a 3000 x 3000
-radiograph costs one 36 MB float32 array beyond the decoded integers.
+All arithmetic is float32 and in place where possible, and the encoded
+bytes are released once decoded: a 3000 x 3000 radiograph costs one 36 MB
+float32 array beyond the decoded integers.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +58,15 @@ _DECODERS: dict[str, tuple[str, str]] = {
     "1.2.840.10008.1.2.5": ("RLE Lossless", "nothing (pydicom decodes it), or pylibjpeg-rle for speed"),
 }
 _DEFAULT_DECODERS = "pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg, or python-gdcm"
+
+# Rows per block when a VOI LUT is applied (bounds pydicom's temporaries).
+_LUT_ROWS = 256
+
+# Photometric interpretations DICOM defines (PS3.3 C.7.6.3.1.2).
+_PHOTOMETRIC = {
+    "MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "RGB", "HSV", "ARGB", "CMYK",
+    "YBR_FULL", "YBR_FULL_422", "YBR_PARTIAL_420", "YBR_PARTIAL_422", "YBR_ICT", "YBR_RCT",
+}
 
 
 class ImageReadError(ValueError):
@@ -145,6 +156,73 @@ def _first(value: Any) -> float:
     return float(value)
 
 
+def _usable_window(center: float, width: float, function: str = "LINEAR") -> bool:
+    r"""Whether a VOI window can be applied in float32: finite, representable and
+    wide enough for ``function`` (width >= 1 for ``LINEAR``, > 0 otherwise)."""
+    limit = float(np.finfo(np.float32).max)
+    if not (math.isfinite(center) and math.isfinite(width) and abs(center) < limit and width < limit):
+        return False
+    if function.strip().upper() in ("LINEAR_EXACT", "SIGMOID"):
+        return width > 0
+    return width >= 1
+
+
+def _check_voi(voi: Any) -> str | tuple[float, float]:
+    r"""``voi`` as ``"auto"``, ``"minmax"`` or a float ``(center, width)`` window.
+
+    Raises:
+        ImageReadError: anything else, or a window that is not finite or has
+            a width below 1 (the ``LINEAR`` function's minimum).
+    """
+    if isinstance(voi, str) and voi in ("auto", "minmax"):
+        return voi
+    if isinstance(voi, (tuple, list)) and len(voi) == 2:
+        try:
+            center, width = float(voi[0]), float(voi[1])
+        except (TypeError, ValueError):
+            center, width = math.nan, math.nan
+        if _usable_window(center, width):
+            return center, width
+    raise ImageReadError(
+        f"voi must be 'auto', 'minmax' or (center, width) with finite numbers and "
+        f"width >= 1; got {voi!r}"
+    )
+
+
+def _photometric(path: Path, dataset: Any) -> str:
+    r"""The file's photometric interpretation, normalised (and set so on ``dataset``).
+
+    A missing or blank value on one-sample data is taken as ``MONOCHROME2``
+    with a :class:`UserWarning`; case and padding are ignored.
+
+    Raises:
+        ImageReadError: the value is not one DICOM defines, or is missing on
+            colour data.
+    """
+    raw = dataset.get("PhotometricInterpretation")
+    value = str(raw or "").strip().upper()
+    if not value:
+        if int(dataset.get("SamplesPerPixel", 1) or 1) != 1:
+            raise ImageReadError(
+                f"{path}: colour DICOM file without a PhotometricInterpretation; "
+                "set it (e.g. RGB) with pydicom before reading"
+            )
+        warnings.warn(
+            f"{path}: DICOM file has no PhotometricInterpretation; assuming MONOCHROME2 "
+            "(high values bright)",
+            UserWarning,
+            stacklevel=4,
+        )
+        value = "MONOCHROME2"
+    if value not in _PHOTOMETRIC:
+        raise ImageReadError(
+            f"{path}: unknown PhotometricInterpretation {str(raw)!r}; DICOM defines "
+            f"{', '.join(sorted(_PHOTOMETRIC))}. Fix the file's (0028,0004) element"
+        )
+    dataset.PhotometricInterpretation = value  # what pydicom's decoders read
+    return value
+
+
 def _window(values: np.ndarray, center: float, width: float, function: str = "LINEAR") -> np.ndarray:
     r"""
     Apply a VOI window in place (float32), mapping it to [0, 1] (DICOM PS3.3 C.11.2.1.2).
@@ -187,9 +265,30 @@ def _window(values: np.ndarray, center: float, width: float, function: str = "LI
     return values
 
 
+def _decoder_missing(dataset: Any, exc: Exception) -> bool:
+    r"""Whether decoding failed for want of an installed decoder, not on damaged data."""
+    try:
+        from pydicom.pixels import get_decoder
+    except ImportError:  # pydicom 2.x: judge by the message
+        text = str(exc)
+        return "missing dependencies" in text or "plugin" in text
+    try:
+        return not get_decoder(dataset.file_meta.TransferSyntaxUID).is_available
+    except NotImplementedError:  # pydicom has no decoder for this syntax at all
+        return True
+    except Exception:  # no or unreadable transfer syntax: not a decoder problem
+        return False
+
+
 def _decoder_message(path: Path, dataset: Any, exc: Exception) -> str:
-    uid = str(dataset.file_meta.get("TransferSyntaxUID", "unknown"))
-    syntax_name = getattr(dataset.file_meta.get("TransferSyntaxUID"), "name", uid)
+    syntax = dataset.file_meta.get("TransferSyntaxUID")
+    uid = str(syntax or "unknown")
+    if uid not in _DECODERS and not getattr(syntax, "is_transfer_syntax", False):
+        return (
+            f"{path}: unknown transfer syntax {uid!r} in the file meta element (0002,0010); "
+            "the file is damaged or uses a private syntax that no decoder handles"
+        )
+    syntax_name = getattr(syntax, "name", uid)
     name, install = _DECODERS.get(uid, (syntax_name, _DEFAULT_DECODERS))
     detail = " ".join(str(exc).split())
     return (
@@ -248,7 +347,9 @@ def read_dicom(
     supports it.
 
     Colour files (RGB, YBR, palette colour, e.g. secondary captures) are
-    converted to grey (BT.601 luma) with a :class:`UserWarning`.
+    converted to grey (BT.601 luma) with a :class:`UserWarning`. A missing
+    Photometric Interpretation on one-sample data is taken as
+    ``MONOCHROME2``, also with a warning.
 
     Args:
 
@@ -271,9 +372,11 @@ def read_dicom(
 
     Raises:
         ImageReadError: the file is not a readable DICOM file, is truncated,
-            has no pixel data, has a compressed transfer syntax whose
-            decoder is missing (the message names the package to install),
-            ``frame`` is out of range, or ``voi`` is invalid.
+            has no pixel data, has a damaged data element or an unknown
+            Photometric Interpretation, has a compressed transfer syntax
+            whose decoder is missing (the message names the package to
+            install), ``frame`` is not an int or out of range, or ``voi`` is
+            invalid. No other exception type escapes for a bad file.
 
     Examples::
 
@@ -285,7 +388,9 @@ def read_dicom(
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    pixel_array, apply_modality_lut, apply_voi, apply_color_lut = _pixel_api()
+    voi = _check_voi(voi)
+    if frame is not None and (isinstance(frame, bool) or not isinstance(frame, numbers.Integral)):
+        raise ImageReadError(f"frame must be an int (a frame index), got {frame!r}")
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"{path}: no such file")
@@ -300,6 +405,27 @@ def read_dicom(
             raise ImageReadError(f"{path}: not a readable DICOM file ({exc})") from exc
     except Exception as exc:  # EOFError, OSError, struct errors on truncated headers, ...
         raise ImageReadError(f"{path}: not a readable DICOM file, truncated or damaged ({exc})") from exc
+    try:
+        return _decode_and_display(path, dataset, frame, voi)
+    except ImageReadError:
+        raise
+    except Exception as exc:  # a damaged data element, parsed lazily by pydicom
+        detail = " ".join(str(exc).split())
+        raise ImageReadError(
+            f"{path}: damaged DICOM data element ({type(exc).__name__}: {detail})"
+        ) from exc
+
+
+def _decode_and_display(
+    path: Path, dataset: Any, frame: int | None, voi: str | tuple[float, float]
+) -> Radiograph:
+    r"""The display pipeline of :func:`read_dicom` on a parsed ``dataset``.
+
+    pydicom parses most data elements lazily, on first access, so a damaged
+    element can raise here (``ValueError``, ``NotImplementedError``, ...);
+    :func:`read_dicom` turns such errors into :class:`ImageReadError`.
+    """
+    pixel_array, apply_modality_lut, apply_voi, apply_color_lut = _pixel_api()
     pixel_keys = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
     if not any(key in dataset for key in pixel_keys):
         raise ImageReadError(
@@ -307,8 +433,6 @@ def read_dicom(
             f"{getattr(dataset.get('SOPClassUID'), 'name', dataset.get('SOPClassUID', 'unknown'))}); "
             "it is not an image"
         )
-    if not (voi in ("auto", "minmax") or (isinstance(voi, (tuple, list)) and len(voi) == 2)):
-        raise ImageReadError(f"voi must be 'auto', 'minmax' or (center, width); got {voi!r}")
 
     frames = int(dataset.get("NumberOfFrames", 1) or 1)
     if frame is None:
@@ -316,13 +440,14 @@ def read_dicom(
             warnings.warn(
                 f"{path}: DICOM file has {frames} frames; using the first. Pass frame=N to choose.",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
         index = 0
     else:
         index = int(frame)
         if not 0 <= index < frames:
             raise ImageReadError(f"{path}: frame {index} requested but the file has {frames} frame(s)")
+    photometric = _photometric(path, dataset)
     try:
         if pixel_array is not None:
             array = pixel_array(dataset, index=index if frames > 1 else None)
@@ -331,18 +456,19 @@ def read_dicom(
             if frames > 1:
                 array = array[index]
     except (RuntimeError, NotImplementedError) as exc:
-        text = str(exc)
-        if "missing dependencies" in text or "plugin" in text or "decod" in text.lower():
+        if _decoder_missing(dataset, exc):
             raise ImageReadError(_decoder_message(path, dataset, exc)) from exc
-        raise ImageReadError(f"{path}: damaged pixel data ({exc})") from exc
+        raise ImageReadError(f"{path}: damaged pixel data ({' '.join(str(exc).split())})") from exc
     except (ValueError, EOFError, OSError) as exc:
         raise ImageReadError(
             f"{path}: pixel data is truncated or damaged ({' '.join(str(exc).split())})"
         ) from exc
     except Exception as exc:  # pydicom raises assorted errors on damaged data
         raise ImageReadError(f"{path}: damaged pixel data ({exc})") from exc
+    for key in pixel_keys:  # free the encoded bytes before the float32 copy
+        if key in dataset:
+            del dataset[key]
 
-    photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
     bits_stored = int(dataset.get("BitsStored", 0) or 0)
     metadata: dict[str, Any] = {
         "format": "dicom",
@@ -369,7 +495,7 @@ def read_dicom(
             scale = None
         else:
             scale = float(2 ** (bits_stored or 8) - 1)
-        warnings.warn(f"{path}: colour DICOM ({photometric}) converted to grey", UserWarning, stacklevel=2)
+        warnings.warn(f"{path}: colour DICOM ({photometric}) converted to grey", UserWarning, stacklevel=3)
         pixels = _luma(array)
         del array
         if scale is None:
@@ -391,27 +517,29 @@ def read_dicom(
         values = array.astype(np.float32)
         slope = float(dataset.get("RescaleSlope", 1.0) or 1.0)
         intercept = float(dataset.get("RescaleIntercept", 0.0) or 0.0)
-        if slope != 1.0:
-            values *= slope
-        if intercept != 0.0:
-            values += intercept
-    if not np.isfinite(values).all():
+        with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+            if slope != 1.0:
+                values *= slope
+            if intercept != 0.0:
+                values += intercept
+    del array
+    if not (math.isfinite(values.min()) and math.isfinite(values.max())):  # no mask copy
         raise ImageReadError(f"{path}: image holds NaN or Inf values")
 
     # VOI transform to [0, 1].
-    if isinstance(voi, (tuple, list)):
-        center, width = float(voi[0]), float(voi[1])
+    if isinstance(voi, tuple):
+        center, width = voi
         pixels = _window(values, center, width, "LINEAR")
         metadata.update(voi="explicit window", window=(center, width), windowed=True)
     elif voi == "auto" and "VOILUTSequence" in dataset:
         item = dataset.VOILUTSequence[0]
-        # the LUT is indexed by the (integer) modality values, PS3.3 C.11.2
-        indices = np.rint(values, out=values).astype(np.int32)
-        del values
-        mapped = np.asarray(apply_voi(indices, dataset, index=0), dtype=np.float32)
-        del indices
         bits = int(item.LUTDescriptor[2]) if "LUTDescriptor" in item else 16
-        pixels = mapped
+        # the LUT is indexed by the (integer) modality values, PS3.3 C.11.2; it is
+        # applied in place, a block of rows at a time, so temporaries stay small
+        pixels = np.rint(values, out=values)
+        for start in range(0, pixels.shape[0], _LUT_ROWS):
+            block = pixels[start : start + _LUT_ROWS]
+            block[...] = apply_voi(block.astype(np.int32), dataset, index=0)
         if float(pixels.max()) <= 2**bits - 1:
             pixels *= 1.0 / (2**bits - 1)
         else:
@@ -420,7 +548,7 @@ def read_dicom(
     elif voi == "auto" and "WindowCenter" in dataset and "WindowWidth" in dataset:
         center, width = _first(dataset.WindowCenter), _first(dataset.WindowWidth)
         function = str(dataset.get("VOILUTFunction", "LINEAR") or "LINEAR")
-        if width <= 0 or not math.isfinite(center) or not math.isfinite(width):
+        if not _usable_window(center, width, function):
             pixels = _scale01(values, copy=False)
             metadata.update(voi=f"min-max (ignored invalid window {center}/{width})")
         else:
@@ -429,7 +557,6 @@ def read_dicom(
     else:
         pixels = _scale01(values, copy=False)
         metadata.update(voi="min-max")
-    del array
     if photometric == "MONOCHROME1":
         np.subtract(1.0, pixels, out=pixels)
         metadata["inverted"] = True
