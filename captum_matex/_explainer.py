@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Literal
 
 import torch
@@ -16,6 +17,19 @@ from captum_matex.forward import SimilarityForward
 OutputKind = Literal["image", "pixel", "grid"]
 #: ``(attention (B, H, T, T), gradient (B, H, T, T)) -> (B, T, T)``
 BlockReduction = Callable[[Tensor, Tensor], Tensor]
+
+
+def accepts_tuple(attribute: Callable) -> Callable:
+    r"""Let ``attribute`` take its images as a 1-tuple, as Captum passes them in
+    places, and answer in kind (a 1-tuple of maps)."""
+
+    @functools.wraps(attribute)
+    def wrapper(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        images, is_tuple = VisionLanguageAttribution._untuple(inputs)
+        maps = attribute(self, images, *args, **kwargs)
+        return (maps,) if is_tuple else maps
+
+    return wrapper
 
 
 def upsample_grid(grid_maps: Tensor, size: tuple[int, int]) -> Tensor:

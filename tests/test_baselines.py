@@ -172,6 +172,8 @@ def test_every_method_meets_the_output_contract(name, tokenizer, images):
     assert model_state(model) == before  # mode, requires_grad, attention impl, hooks, grads
     grid = explainer.attribute(images, (PHRASES,), output="grid")
     assert grid.shape == (4, 1, 4, 4) and (grid >= 0).all()
+    (as_tuple,) = explainer.attribute((images[:2],), ([PHRASES[0], PHRASES[1]],))
+    close(as_tuple, maps[:2], delta=1e-4)  # Captum's 1-tuple inputs, answered in kind
 
 
 # --------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import torch
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from captum_matex._explainer import OutputKind
+from captum_matex._explainer import OutputKind, accepts_tuple
 from captum_matex.adapters import VisionLanguageAdapter
 from captum_matex.baselines._base import _DEFAULT, BaselineAttribution, Sign, apply_sign
 
@@ -55,6 +55,7 @@ class CaptumBaseline(BaselineAttribution):
         apply_sign(torch.zeros(()), self.sign)  # validate
 
     @log_usage()
+    @accepts_tuple
     def attribute(
         self, inputs: Tensor, additional_forward_args: Any = None, output: OutputKind = "image"
     ) -> Tensor:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from captum_matex._explainer import OutputKind
+from captum_matex._explainer import OutputKind, accepts_tuple
 from captum_matex._maps import normalize_minmax
 from captum_matex.adapters import VisionLanguageAdapter
 from captum_matex.baselines._base import _DEFAULT, BaselineAttribution, resolve_block
@@ -84,6 +84,7 @@ class GradECLIP(BaselineAttribution):
         return "Grad-ECLIP"
 
     @log_usage()
+    @accepts_tuple
     def attribute(
         self, inputs: Tensor, additional_forward_args: Any = None, output: OutputKind = "image"
     ) -> Tensor:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from captum_matex._explainer import OutputKind
+from captum_matex._explainer import OutputKind, accepts_tuple
 from captum_matex.adapters import VisionLanguageAdapter
 from captum_matex.baselines._base import _DEFAULT, BaselineAttribution, resolve_block
 from captum_matex.baselines._registry import register
@@ -162,6 +162,7 @@ class M2IB(BaselineAttribution):
         return resolve_block(self.layer, num_layers)
 
     @log_usage()
+    @accepts_tuple
     def attribute(
         self,
         inputs: Tensor,

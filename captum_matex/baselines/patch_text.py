@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from captum.log import log_usage
 from torch import Tensor
 
-from captum_matex._explainer import OutputKind
+from captum_matex._explainer import OutputKind, accepts_tuple
 from captum_matex.baselines._base import BaselineAttribution
 from captum_matex.baselines._registry import register
 
@@ -48,6 +48,7 @@ class PatchTextSimilarity(BaselineAttribution):
         return "Patch-text similarity"
 
     @log_usage()
+    @accepts_tuple
     def attribute(
         self, inputs: Tensor, additional_forward_args: Any = None, output: OutputKind = "image"
     ) -> Tensor:
