@@ -1,9 +1,51 @@
-"""Sphinx configuration: offline build, API reference through autodoc."""
+"""Sphinx configuration: offline build, API reference through autodoc, tutorials executed by myst-nb."""
 
+import filecmp
 import os
+import shutil
 import sys
+from pathlib import Path
 
 sys.path.insert(0, os.path.abspath(".."))
+
+DOCS = Path(__file__).resolve().parent
+TUTORIALS = DOCS.parent / "tutorials"  # the notebooks live at the top of the repository
+
+
+def _mirror_tutorials() -> None:
+    r"""Copy ``../tutorials/*.ipynb`` into ``docs/tutorials/`` (git-ignored).
+
+    Sphinx only reads sources under its source directory, and a symlink would
+    not survive every checkout, so the notebooks are mirrored here at build
+    time. A file is rewritten only when it changed (atomically, so two
+    builds at once never see half a notebook); notebooks deleted upstream are
+    removed from the mirror.
+    """
+    mirror = DOCS / "tutorials"
+    mirror.mkdir(exist_ok=True)
+    sources = {p.name: p for p in sorted(TUTORIALS.glob("*.ipynb"))}
+    for stale in mirror.glob("*.ipynb"):
+        if stale.name not in sources:
+            stale.unlink()
+    for name, source in sources.items():
+        target = mirror / name
+        if target.exists() and filecmp.cmp(source, target, shallow=False):
+            continue
+        partial = mirror / f".{name}.{os.getpid()}.tmp"
+        shutil.copyfile(source, partial)
+        os.replace(partial, target)
+
+
+_mirror_tutorials()
+
+# The notebook kernels inherit this environment. transformers' weight-loading
+# progress bars and tqdm's "IProgress not found" notice (no ipywidgets here)
+# would otherwise appear as stderr noise in every rendered notebook; real
+# warnings still show.
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ["PYTHONWARNINGS"] = ",".join(
+    filter(None, [os.environ.get("PYTHONWARNINGS"), "ignore:IProgress not found"])
+)
 
 project = "captum_matex"
 author = "captum_matex developers"
@@ -15,6 +57,7 @@ extensions = [
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
+    "myst_nb",
 ]
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
@@ -24,5 +67,16 @@ napoleon_numpy_docstring = False
 nitpicky = False
 html_theme = "alabaster"
 html_static_path = ["_static"]
-exclude_patterns = ["_build"]
+exclude_patterns = ["_build", "jupyter_execute", "**.ipynb_checkpoints"]
 suppress_warnings = ["autodoc.import_object"]
+
+# --- tutorials (myst-nb) ------------------------------------------------------------
+# Every build executes every notebook from a fresh kernel (the notebooks are
+# stored without outputs), so the docs build is also the tutorials' test: a
+# failing cell fails the build.
+nb_execution_mode = "force"
+nb_execution_raise_on_error = True
+nb_execution_show_tb = True
+nb_execution_timeout = 300  # seconds per cell
+nb_merge_streams = True
+nb_render_markdown_format = "gfm"  # markdown tables printed by the notebooks
