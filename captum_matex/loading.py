@@ -55,7 +55,7 @@ def load_clip(name_or_path: str | Path, device: str = "cpu") -> tuple[nn.Module,
 
     Raises:
         ModelLoadError: the directory is missing, holds only pickled
-            weights, or holds no loadable CLIP.
+            weights, or holds no loadable CLIP or no image processor.
     """
     from transformers import AutoProcessor, CLIPModel
 
@@ -68,4 +68,10 @@ def load_clip(name_or_path: str | Path, device: str = "cpu") -> tuple[nn.Module,
         raise ModelLoadError(
             f"cannot load a CLIP model and processor from {source!r}: {exc}"
         ) from exc
+    if getattr(processor, "image_processor", None) is None:
+        raise ModelLoadError(
+            f"{source!r} holds no image processor ({type(processor).__name__} was "
+            "found): save the checkpoint's CLIPProcessor with save_pretrained into the "
+            "same directory"
+        )
     return model.to(device).eval(), processor

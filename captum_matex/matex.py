@@ -96,7 +96,8 @@ class MATEX(VisionLanguageAttribution):
 
     Examples::
 
-        >>> model, processor = captum_matex.zoo.phantom_clip()
+        >>> from captum_matex.zoo import phantom_clip
+        >>> model, processor = phantom_clip()
         >>> explainer = MATEX(model, processor)
         >>> maps = explainer.attribute(pixel_values,
         ...                            additional_forward_args=(["left pleural effusion"],))

@@ -45,12 +45,15 @@ def tiny_clip_dirs(tmp_path_factory):
         tokenizer=make_tokenizer(),
     )
     safe, pickled = tmp_path_factory.mktemp("safe"), tmp_path_factory.mktemp("pickled")
+    text_only = tmp_path_factory.mktemp("text_only")
     model.save_pretrained(safe, safe_serialization=True)
     processor.save_pretrained(safe)
+    model.save_pretrained(text_only, safe_serialization=True)
+    processor.tokenizer.save_pretrained(text_only)
     model.config.save_pretrained(pickled)
     processor.save_pretrained(pickled)
     torch.save(model.state_dict(), pickled / "pytorch_model.bin")
-    return {"safe": safe, "pickled": pickled}
+    return {"safe": safe, "pickled": pickled, "text_only": text_only}
 
 
 @pytest.fixture
@@ -243,6 +246,13 @@ def test_a_pickled_checkpoint_is_refused(tiny_clip_dirs, chest_png, tmp_path, ca
     assert status == 2
     err = capsys.readouterr().err
     assert "pytorch_model.bin" in err and "safetensors" in err and err.count("\n") == 1
+
+
+def test_a_checkpoint_without_image_processor_is_refused(tiny_clip_dirs):
+    from captum_matex.loading import ModelLoadError, load_clip
+
+    with pytest.raises(ModelLoadError, match="(?i)image processor"):
+        load_clip(tiny_clip_dirs["text_only"])
 
 
 def test_demo_writes_figures_and_a_pointing_game_table(tmp_path, capsys):

@@ -55,6 +55,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         help='JSON of constructor arguments per method, e.g. \'{"m2ib": {"beta": 1}}\'')
     parser.add_argument("--no-faithfulness", action="store_true",
                         help="skip confidence drop/increase and deletion/insertion")
+    parser.add_argument("--curve-steps", type=int, default=16,
+                        help="steps of the deletion / insertion curves (default: 16)")
     parser.add_argument("--no-sanity", action="store_true",
                         help="skip model randomisation and prompt sensitivity")
     parser.add_argument("--seed", type=int, default=0)
@@ -76,7 +78,7 @@ def benchmark(args: argparse.Namespace) -> dict | None:
         dataset=args.dataset, split=args.split, limit=args.limit, methods=args.methods,
         model=args.model, root=args.root, csv=args.csv, mode=args.mode,
         batch_size=args.batch_size, faithfulness=not args.no_faithfulness,
-        sanity=not args.no_sanity, seed=args.seed, method_kwargs=args.method_kwargs,
+        curve_steps=args.curve_steps, sanity=not args.no_sanity, seed=args.seed, method_kwargs=args.method_kwargs,
     )
     try:
         summary = run_benchmark(config, args.out, args.device, args.force, not args.no_progress)

@@ -55,6 +55,8 @@ class BenchmarkConfig:
         batch_size: samples per batch; batches are fixed chunks of the sample
             list, so results do not depend on the number of workers or on resumes.
         faithfulness: score confidence drop / increase and deletion / insertion.
+        curve_steps: steps of the deletion / insertion curves (each removes or
+            inserts ``1 / curve_steps`` of the pixels).
         sanity: score model randomisation and prompt sensitivity.
         seed: seed of the phantom split and of stochastic methods.
         method_kwargs: constructor arguments per method, e.g. ``{"m2ib": {"beta": 1}}``.
@@ -70,6 +72,7 @@ class BenchmarkConfig:
     mode: str = "letterbox"
     batch_size: int = 8
     faithfulness: bool = True
+    curve_steps: int = 16
     sanity: bool = True
     seed: int = 0
     method_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -140,8 +143,8 @@ class _MethodRunner:
         with torch.no_grad():
             scores["score"] = forward(batch.pixels, batch.token_ids).tolist()
         if self.config.faithfulness:
-            # one step per 2 x 2 patches: 49 re-scorings per curve on a 14 x 14 grid
-            patch = tuple(2 * p for p in self.explainer.adapter.patch_size)
+            height, width = batch.pixels.shape[-2:]
+            patch = (1, math.ceil(height * width / self.config.curve_steps))  # pixels per step
             with torch.no_grad():
                 scores.update(faithfulness_scores(forward, maps, batch, patch))
         if self.config.sanity:
