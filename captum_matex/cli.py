@@ -276,7 +276,7 @@ def demo(args: argparse.Namespace) -> dict:
     from captum_matex.data import PhantomCXR
     from captum_matex.metrics import boxes_to_mask, pointing_game
     from captum_matex.viz import overlay_figure
-    from captum_matex.zoo import phantom_clip
+    from captum_matex.zoo import phantom_clip, phantom_prior
 
     out = Path(args.out)
     names = [f"case_{i:02d}.png" for i in range(args.cases)] + ["demo_summary.json"]
@@ -287,7 +287,8 @@ def demo(args: argparse.Namespace) -> dict:
     grey = [(s.image[0].numpy() * 255).round().astype("uint8") for s in samples]
     pixels = processor(images=grey, return_tensors="pt")["pixel_values"]
     phrases = [s.phrase for s in samples]
-    maps = MATEX(model, processor).attribute(pixels, (phrases,), output="pixel")
+    explainer = MATEX(model, processor, anatomical_prior=phantom_prior())  # atlas fitted to phantoms
+    maps = explainer.attribute(pixels, (phrases,), output="pixel")
     size = tuple(samples[0].image.shape[-2:])
     maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
     hits = pointing_game(maps, boxes_to_mask([s.boxes for s in samples], size)).tolist()

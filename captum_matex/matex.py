@@ -89,7 +89,9 @@ class MATEX(VisionLanguageAttribution):
         attention: stage 1, default :class:`~captum_matex.stages.GradWeightedAttention`.
         rollout: stage 2, default :class:`~captum_matex.stages.MultiScaleRollout`.
         consistency: stage 3, default :class:`~captum_matex.stages.LayerConsistency`.
-        text_prior: stage 4a, default :class:`~captum_matex.stages.PatchTextPrior`.
+        text_prior: stage 4a, e.g. :class:`~captum_matex.stages.PatchTextPrior`;
+            default ``None`` (off: it was neutral on the phantom validation
+            split, see :class:`~captum_matex.stages.Fusion`).
         anatomical_prior: stage 4b, default :class:`~captum_matex.stages.AnatomicalPrior`.
         fusion: stage 5, default :class:`~captum_matex.stages.Fusion`.
         eval_mode: run the model in eval mode (restored afterwards).
@@ -111,7 +113,7 @@ class MATEX(VisionLanguageAttribution):
         attention: GradWeightedAttention = _DEFAULT,
         rollout: MultiScaleRollout | None = _DEFAULT,
         consistency: LayerConsistency | None = _DEFAULT,
-        text_prior: PatchTextPrior | None = _DEFAULT,
+        text_prior: PatchTextPrior | None = None,
         anatomical_prior: AnatomicalPrior | None = _DEFAULT,
         fusion: Fusion = _DEFAULT,
         eval_mode: bool = True,
@@ -120,7 +122,7 @@ class MATEX(VisionLanguageAttribution):
         self.attention = GradWeightedAttention() if attention is _DEFAULT else attention
         self.rollout = MultiScaleRollout() if rollout is _DEFAULT else rollout
         self.consistency = LayerConsistency() if consistency is _DEFAULT else consistency
-        self.text_prior = PatchTextPrior() if text_prior is _DEFAULT else text_prior
+        self.text_prior = text_prior
         self.anatomical_prior = (
             AnatomicalPrior() if anatomical_prior is _DEFAULT else anatomical_prior
         )
@@ -211,7 +213,7 @@ class MATEX(VisionLanguageAttribution):
                 device=images.device,
             )
         cons_map = consistency.map if consistency is not None else None
-        fused = self.fusion(rollouts, cons_map, priors)
+        fused = self.fusion(rollouts, cons_map, priors, grid)
 
         def as_grid(x: Tensor | None) -> Tensor | None:
             return None if x is None else x.reshape(*x.shape[:-1], *grid)

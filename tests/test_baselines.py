@@ -28,6 +28,7 @@ from captum_matex.baselines import (
     ViTGradCAM,
 )
 from captum_matex.stages.anatomy import AnatomicalPrior
+from captum_matex.stages.text_prior import PatchTextPrior
 
 # small settings for the costly methods; every other method runs with its defaults
 FAST = {
@@ -139,7 +140,7 @@ def test_registry_lists_and_returns_every_method():
         "matex", "m2ib", "chefer", "rollout", "gradcam", "grad_eclip", "legrad", "patch_text",
         "saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "occlusion",
         "feature_ablation", "layer_gradcam", "prior_only", "matex_no_anatomy",
-        "matex_no_text_prior", "matex_no_rollout", "matex_no_consistency",
+        "matex_with_text_prior", "matex_no_rollout", "matex_no_consistency",
     }
     assert set(names) == expected and names == sorted(names)
     assert baselines.get("matex") is MATEX
@@ -376,8 +377,8 @@ def test_prior_only_is_the_upsampled_anatomical_prior(clip_model, tokenizer, ima
 
 @pytest.mark.parametrize(
     "name, stage",
-    [("matex_no_anatomy", "anatomical_prior"), ("matex_no_text_prior", "text_prior"),
-     ("matex_no_rollout", "rollout"), ("matex_no_consistency", "consistency")],
+    [("matex_no_anatomy", "anatomical_prior"), ("matex_no_rollout", "rollout"),
+     ("matex_no_consistency", "consistency")],
 )
 def test_matex_ablation_drops_exactly_its_stage(clip_model, tokenizer, images, name, stage):
     ablation = baselines.get(name)(clip_model, tokenizer)
@@ -387,11 +388,23 @@ def test_matex_ablation_drops_exactly_its_stage(clip_model, tokenizer, images, n
     assert all(type(getattr(ablation, s)) is type(getattr(full, s)) for s in kept)
     assert ablation.get_name().startswith("MATEX w/o ")
     _, diag = ablation.attribute(images, (PHRASES,), return_diagnostics=True)
-    prior = {"anatomical_prior": "anatomy", "text_prior": "text"}.get(stage)
-    if prior:
-        assert prior not in diag.priors and len(diag.priors) == 1
+    if stage == "anatomical_prior":
+        assert diag.priors == {}  # the text prior is off by default too
     else:
         assert getattr(diag, "rollouts" if stage == "rollout" else "consistency") is None
+
+
+def test_matex_with_text_prior_adds_the_model_derived_prior(clip_model, tokenizer, images):
+    _, default = MATEX(clip_model, tokenizer).attribute(images, (PHRASES,), return_diagnostics=True)
+    variant = baselines.get("matex_with_text_prior")(clip_model, tokenizer)
+    _, diag = variant.attribute(images, (PHRASES,), return_diagnostics=True)
+    assert set(default.priors) == {"anatomy"} and set(diag.priors) == {"anatomy", "text"}
+    adapter = variant.adapter
+    with torch.no_grad(), adapter.explaining(True):
+        text = adapter.text_embeddings(adapter.tokenize(PHRASES, images.device))
+        trace = adapter.trace(images, text, attentions=False)
+    expected = PatchTextPrior()(trace.patch_embeddings, trace.text_embeddings, (4, 4))
+    close(diag.priors["text"].flatten(1), expected, 1e-5)
 
 
 # --------------------------------------------------------------------------

@@ -141,6 +141,22 @@ def test_a_changed_configuration_is_refused_without_force(tmp_path):
     assert (tmp_path / "results.rank0.jsonl.bak").exists() and len(_rows(tmp_path)) == 3
 
 
+def test_the_atlas_goes_to_every_method_with_an_anatomical_prior():
+    from captum_matex.evaluation import BenchmarkError
+    from captum_matex.zoo import phantom_atlas, phantom_clip
+
+    model, processor = phantom_clip()
+    auto = BenchmarkConfig(dataset="phantom")
+    for name in ("matex", "matex_with_text_prior", "prior_only"):
+        assert auto.build(name, model, processor).anatomical_prior.atlas is phantom_atlas()
+    assert auto.build("matex_no_anatomy", model, processor).anatomical_prior is None
+    generic = BenchmarkConfig(dataset="phantom", atlas="generic").build("matex", model, processor)
+    assert generic.anatomical_prior.atlas is not phantom_atlas()
+    assert BenchmarkConfig(dataset="mscxr", root="x")._atlas() == "generic"
+    with pytest.raises(BenchmarkError, match="atlas must be"):
+        BenchmarkConfig(atlas="mni").build("matex", model, processor)
+
+
 def test_cli_benchmark_prints_the_table_and_names_bad_input(tmp_path, capsys):
     args = ["benchmark", "--limit", "2", "--methods", "chefer,rollout", "--no-sanity",
             "--no-faithfulness", "--no-progress", "--out", str(tmp_path)]

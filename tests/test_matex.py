@@ -7,6 +7,7 @@ from conftest import PHRASES, make_clip
 from helpers import assert_valid_maps, model_state
 
 from captum_matex import MATEX, MATEXDiagnostics
+from captum_matex.stages import PatchTextPrior
 
 
 def test_name_and_captum_contract(clip_model, tokenizer):
@@ -26,7 +27,7 @@ def test_end_to_end_shapes_range_and_diagnostics(clip_model, tokenizer, images):
     assert diag.per_layer.shape == (4, 3, 4, 4)
     assertTensorAlmostEqual(None, diag.layer_weights.sum(1), torch.ones(4), delta=1e-5, mode="max")
     assert diag.rollouts.shape == (4, 4, 4, 4) and diag.rollout_depths == [1, 1, 2, 3]
-    assert set(diag.priors) == {"text", "anatomy"}
+    assert set(diag.priors) == {"anatomy"}  # the text prior is opt-in
     assert diag.phrases == PHRASES
     # the map is the upsampled fused grid
     grid = explainer.attribute(images, additional_forward_args=(PHRASES,), output="grid")
@@ -79,10 +80,12 @@ def test_anatomical_prior_reads_phrases_decoded_from_ids(clip_model, tokenizer, 
 
 def test_stages_are_pluggable(clip_model, tokenizer, images):
     full = MATEX(clip_model, tokenizer).attribute(images, (PHRASES,))
-    for drop in ["rollout", "consistency", "text_prior", "anatomical_prior"]:
+    for drop in ["rollout", "consistency", "anatomical_prior"]:
         ablated = MATEX(clip_model, tokenizer, **{drop: None}).attribute(images, (PHRASES,))
         assert_valid_maps(ablated, images)
         assert not torch.allclose(ablated, full), f"dropping {drop} changed nothing"
+    added = MATEX(clip_model, tokenizer, text_prior=PatchTextPrior()).attribute(images, (PHRASES,))
+    assert not torch.allclose(added, full), "adding the text prior changed nothing"
     with pytest.raises(ValueError, match="rollout stage, the consistency stage or both"):
         MATEX(clip_model, rollout=None, consistency=None)
 

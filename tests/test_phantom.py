@@ -156,3 +156,24 @@ def test_configurable_size_and_findings() -> None:
         assert min(w, h) >= 1.5 * 128 / 14 * 0.8
     with pytest.raises(ValueError, match="unknown findings"):
         PhantomCXR(findings=["fracture"])
+
+
+def test_mean_anatomy_is_the_phantom_population_and_fits_the_atlas() -> None:
+    masks = PhantomCXR(split="train").mean_anatomy(count=32)
+    assert set(masks) == {"right lung", "left lung", "heart"}
+    again = PhantomCXR(split="train").mean_anatomy(count=32)
+    assert all(torch.equal(masks[k], again[k]) for k in masks)
+    for name, mask in masks.items():
+        assert mask.shape == (224, 224) and 0 <= float(mask.min()) and float(mask.max()) <= 1
+    cols = torch.arange(224.0)
+    # the patient's right lung lies on the image left (radiological convention)
+    centre = {k: float((m.sum(0) * cols).sum() / m.sum()) for k, m in masks.items()}
+    assert centre["right lung"] < 100 < 124 < centre["left lung"]
+    rows = torch.nonzero(masks["right lung"] > 0.5)[:, 0]
+    assert 30 < int(rows.min()) and int(rows.max()) < 160  # lungs end near 2/3 of the height
+    from captum_matex.stages.anatomy import ChestAtlas
+
+    base = ChestAtlas(masks=masks).render("right base", (14, 14))
+    generic = ChestAtlas().render("right base", (14, 14))
+    lowest = lambda m: int(torch.nonzero(m > 0.3)[:, 0].max())  # noqa: E731
+    assert lowest(base) <= 9 < lowest(generic)

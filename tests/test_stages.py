@@ -103,7 +103,7 @@ def test_fusion_formula():
     rollouts = torch.tensor([[[1.0, 0.0, 0.5], [2.0, 2.0, 0.0]]])  # max-normalised: [1,0,.5], [1,1,0]
     consistency = torch.tensor([[0.0, 4.0, 4.0]])  # -> [0, 1, 1]
     prior = torch.tensor([[1.0, 0.0, 1.0]])
-    fusion = Fusion(alpha=0.5, floors={"anatomy": 0.25})
+    fusion = Fusion(alpha=0.5, floors={"anatomy": 0.25}, sigma=0)
     evidence = 0.5 * torch.tensor([1.0, 0.5, 0.25]) + 0.5 * torch.tensor([0.0, 1.0, 1.0])
     assertTensorAlmostEqual(None, fusion.evidence(rollouts, consistency)[0], evidence, delta=1e-6, mode="max")
     raw = evidence * torch.tensor([1.0, 0.25, 1.0])
@@ -115,11 +115,29 @@ def test_fusion_formula():
 def test_fusion_prior_cannot_create_evidence():
     evidence = torch.tensor([[[0.0, 0.0, 1.0, 0.5]]])
     prior = torch.tensor([[1.0, 1.0, 0.0, 0.0]])  # prior points where there is no evidence
-    out = Fusion(alpha=1.0)(evidence, None, {"anatomy": prior})
+    out = Fusion(alpha=1.0, sigma=0)(evidence, None, {"anatomy": prior})
     assert out[0, 0] == 0 and out[0, 1] == 0 and out[0, 2] == 1.0
     for bad in [dict(alpha=1.5), dict(default_floor=0.0), dict(floors={"text": 1.2})]:
         with pytest.raises(ValueError):
             Fusion(**bad)
+
+
+def test_fusion_smoothing_spreads_evidence_before_the_priors():
+    evidence = torch.zeros(1, 1, 25)
+    evidence[0, 0, 12] = 1.0  # one hot cell in the middle of a 5 x 5 grid
+    sharp = Fusion(alpha=1.0, sigma=0)(evidence, None, {}, grid=(5, 5))
+    smooth = Fusion(alpha=1.0, sigma=1.0)(evidence, None, {}, grid=(5, 5))
+    assert (sharp > 0).sum() == 1 and (smooth > 0).sum() == 21  # all but the 4 corners (min)
+    assert smooth.view(5, 5).argmax() == 12
+    w0, w1, w2 = (torch.exp(torch.tensor(-0.5 * k * k)).item() for k in (0, 1, 2))
+    # separable Gaussian (radius 2, reflected borders): centre w0^2, its
+    # neighbour w0 w1, a corner (2 w2)^2 (the centre is 2 cells away on both sides)
+    neighbour = (w0 * w1 - 4 * w2 * w2) / (w0 * w0 - 4 * w2 * w2)
+    assert smooth.view(5, 5)[2, 1].item() == pytest.approx(neighbour, abs=1e-5)
+    with pytest.raises(ValueError, match="needs the patch grid"):
+        Fusion(sigma=1.0)(evidence, None, {})
+    with pytest.raises(ValueError, match="sigma"):
+        Fusion(sigma=-1.0)
 
 
 def test_normalisations_are_finite_on_degenerate_maps():

@@ -38,7 +38,7 @@ from captum_matex.baselines.matex_ablations import (  # noqa: E402  (registers a
     MATEXNoAnatomy,
     MATEXNoConsistency,
     MATEXNoRollout,
-    MATEXNoTextPrior,
+    MATEXWithTextPrior,
 )
 
 __all__ = [
@@ -55,7 +55,7 @@ __all__ = [
     "MATEXNoAnatomy",
     "MATEXNoConsistency",
     "MATEXNoRollout",
-    "MATEXNoTextPrior",
+    "MATEXWithTextPrior",
     "Occlusion",
     "PatchTextSimilarity",
     "Saliency",

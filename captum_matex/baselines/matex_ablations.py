@@ -1,4 +1,5 @@
-"""MATEX with one stage removed, registered by name for ablation studies."""
+"""MATEX with one stage removed (or the optional text prior added), registered by
+name for ablation studies."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from torch import nn
 from captum_matex.adapters import VisionLanguageAdapter
 from captum_matex.baselines._registry import register
 from captum_matex.matex import MATEX
+from captum_matex.stages.text_prior import PatchTextPrior
 
 
 class _Ablation(MATEX):
@@ -30,11 +32,6 @@ class MATEXNoAnatomy(_Ablation):
     removed, title = "anatomical_prior", "anatomical prior"
 
 
-@register("matex_no_text_prior")
-class MATEXNoTextPrior(_Ablation):
-    r"""MATEX without the model-derived patch-text prior."""
-
-    removed, title = "text_prior", "text prior"
 
 
 @register("matex_no_rollout")
@@ -49,3 +46,19 @@ class MATEXNoConsistency(_Ablation):
     r"""MATEX without layer-consistency weighting (rollouts only)."""
 
     removed, title = "consistency", "layer consistency"
+
+
+@register("matex_with_text_prior")
+class MATEXWithTextPrior(MATEX):
+    r"""MATEX with the model-derived patch-text prior
+    (:class:`~captum_matex.stages.PatchTextPrior`) added to the default stages:
+    the row that shows what the prior MATEX leaves out by default would change."""
+
+    def __init__(self, model: nn.Module | VisionLanguageAdapter, tokenizer=None, **stages) -> None:
+        stages.setdefault("text_prior", PatchTextPrior())
+        super().__init__(model, tokenizer, **stages)
+
+    @classmethod
+    def get_name(cls) -> str:
+        """``"MATEX + text prior"``."""
+        return "MATEX + text prior"

@@ -34,7 +34,8 @@ class AnatomyPriorOnly(BaselineAttribution):
         model: a supported image-text model or an adapter (only its input
             layout and tokenizer are used).
         tokenizer: tokenizer or processor for text given as strings or ids.
-        prior (AnatomicalPrior, optional): the prior; the MATEX default when
+        anatomical_prior (AnatomicalPrior, optional): the prior (the same
+            keyword as MATEX's); the MATEX default when
             omitted.
         normalize: ``"max"`` (default), ``"minmax"`` or ``None``.
         eval_mode: kept for the common signature.
@@ -52,12 +53,12 @@ class AnatomyPriorOnly(BaselineAttribution):
         model: nn.Module | VisionLanguageAdapter,
         tokenizer=None,
         *,
-        prior: AnatomicalPrior | None = None,
+        anatomical_prior: AnatomicalPrior | None = None,
         normalize=_DEFAULT,
         eval_mode: bool = True,
     ) -> None:
         super().__init__(model, tokenizer, normalize=normalize, eval_mode=eval_mode)
-        self.prior = AnatomicalPrior() if prior is None else prior
+        self.anatomical_prior = AnatomicalPrior() if anatomical_prior is None else anatomical_prior
 
     @classmethod
     def get_name(cls) -> str:
@@ -90,5 +91,5 @@ class AnatomyPriorOnly(BaselineAttribution):
             images, text = self._resolve(inputs, additional_forward_args)
         grid = self.adapter.grid_size(images)
         phrases = text.phrases if text.phrases is not None else [None] * images.shape[0]
-        prior = self.prior(phrases, grid, masks=anatomy_masks, device=images.device)
+        prior = self.anatomical_prior(phrases, grid, masks=anatomy_masks, device=images.device)
         return self._finish_grid(prior.reshape(-1, *grid), images, output)

@@ -387,6 +387,18 @@ def _markings(
 _PX = 1.0 / 224.0  # edge softness unit (one pixel at the default size)
 
 
+def _lung_mask(an: _Anatomy, side: int) -> np.ndarray:
+    r"""Soft mask of the image-left (0, patient right) or image-right lung."""
+    soft = 1.5 * _PX
+    rows, cols = _lung_window(an, side)
+    r = an.lung_radius(side)[rows, cols]
+    inside = _smoothstep((1 - r) * an.lung_a / soft)
+    above = _smoothstep((an.dome_y(side)[rows, cols] - an.v[rows, cols]) / soft)
+    lung = np.zeros_like(an.u)
+    lung[rows, cols] = inside * above
+    return lung
+
+
 def _draw_normal(rng: np.random.Generator, an: _Anatomy) -> Dict[str, np.ndarray]:
     r"""Draw the anatomy. Returns named float layers (density, lung, ...)."""
     u, v, s = an.u, an.v, an.s
@@ -396,12 +408,7 @@ def _draw_normal(rng: np.random.Generator, an: _Anatomy) -> Dict[str, np.ndarray
     density = 0.42 * body
     lungs, markings = np.zeros_like(u), np.zeros_like(u)
     for side in (0, 1):
-        rows, cols = _lung_window(an, side)
-        r = an.lung_radius(side)[rows, cols]
-        inside = _smoothstep((1 - r) * an.lung_a / soft)
-        above = _smoothstep((an.dome_y(side)[rows, cols] - v[rows, cols]) / soft)
-        lung = np.zeros_like(u)
-        lung[rows, cols] = inside * above
+        lung = _lung_mask(an, side)
         np.maximum(lungs, lung, out=lungs)
         markings += _markings(rng, an, side, lung)
     below = _smoothstep((v - np.minimum(an.dome_y(0), an.dome_y(1))) / soft)
@@ -670,6 +677,34 @@ class PhantomCXR(torch.utils.data.Dataset):
             int: The seed fed to the sample's random generator.
         """
         return SPLIT_OFFSETS[self.split] + index
+
+    def mean_anatomy(self, count: int = 256) -> Dict[str, torch.Tensor]:
+        r"""
+        The population anatomy of this split: mean soft masks of the patient's
+        right lung (image left), left lung and cardiac silhouette over the
+        first ``count`` samples' patients (before any finding is drawn).
+
+        Pass it to :class:`~captum_matex.stages.anatomy.ChestAtlas` as
+        ``masks`` to fit the anatomical prior to phantom films, as one would
+        fit an atlas to a data set's average anatomy (no labels are used).
+
+        Args:
+
+            count (int, optional): Patients averaged. Default: 256
+
+        Returns:
+            dict: ``"right lung"``, ``"left lung"`` and ``"heart"`` to
+            ``(size, size)`` float tensors in [0, 1].
+        """
+        total = {"right lung": 0.0, "left lung": 0.0, "heart": 0.0}
+        count = min(count, len(self))
+        for index in range(count):
+            an = _Anatomy(np.random.default_rng([self.seed, self.sample_seed(index)]), self.size)
+            total["right lung"] = total["right lung"] + _lung_mask(an, 0)
+            total["left lung"] = total["left lung"] + _lung_mask(an, 1)
+            total["heart"] = total["heart"] + _draw_heart(an)
+        return {name: torch.from_numpy((mask / count).astype(np.float32))
+                for name, mask in total.items()}
 
     def __getitem__(self, index: int) -> PhantomSample:
         r"""

@@ -59,6 +59,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         help="steps of the deletion / insertion curves (default: 16)")
     parser.add_argument("--no-sanity", action="store_true",
                         help="skip model randomisation and prompt sensitivity")
+    parser.add_argument("--atlas", choices=["auto", "generic", "phantom"], default="auto",
+                        help="chest atlas of the anatomical prior (default auto: the phantom "
+                        "atlas on the phantom, the generic one otherwise)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="matex_benchmark", help="output folder")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
@@ -79,6 +82,7 @@ def benchmark(args: argparse.Namespace) -> dict | None:
         model=args.model, root=args.root, csv=args.csv, mode=args.mode,
         batch_size=args.batch_size, faithfulness=not args.no_faithfulness,
         curve_steps=args.curve_steps, sanity=not args.no_sanity, seed=args.seed, method_kwargs=args.method_kwargs,
+        atlas=args.atlas,
     )
     try:
         summary = run_benchmark(config, args.out, args.device, args.force, not args.no_progress)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import time
@@ -28,7 +29,7 @@ from captum_matex.evaluation.scoring import (
 #: The methods of the headline study (MATEX, its ablations, the prior-only
 #: control and the baselines that explain the same score).
 DEFAULT_METHODS = (
-    "matex", "matex_no_anatomy", "matex_no_text_prior", "matex_no_rollout",
+    "matex", "matex_no_anatomy", "matex_with_text_prior", "matex_no_rollout",
     "matex_no_consistency", "prior_only", "m2ib", "chefer", "rollout", "gradcam",
     "grad_eclip", "legrad", "patch_text", "saliency", "integrated_gradients",
 )
@@ -60,6 +61,11 @@ class BenchmarkConfig:
         sanity: score model randomisation and prompt sensitivity.
         seed: seed of the phantom split and of stochastic methods.
         method_kwargs: constructor arguments per method, e.g. ``{"m2ib": {"beta": 1}}``.
+        atlas: chest atlas of the anatomical prior for the methods that use one
+            (MATEX and its ablations, ``prior_only``): ``"generic"`` (the
+            built-in clinical-film atlas), ``"phantom"``
+            (:func:`~captum_matex.zoo.phantom_atlas`) or ``"auto"`` (phantom
+            atlas for the phantom data set, generic otherwise).
     """
 
     dataset: str = "phantom"
@@ -76,6 +82,27 @@ class BenchmarkConfig:
     sanity: bool = True
     seed: int = 0
     method_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    atlas: str = "auto"
+
+    def build(self, name: str, model, processor):
+        r"""Method ``name`` on ``model``, with its ``method_kwargs`` and the
+        configured atlas."""
+        from captum_matex.baselines import get
+
+        method = get(name)
+        kwargs = dict(self.method_kwargs.get(name, {}))
+        if self._atlas() == "phantom" and _takes_anatomical_prior(method):
+            from captum_matex.zoo import phantom_prior
+
+            kwargs.setdefault("anatomical_prior", phantom_prior())
+        return method(model, processor, **kwargs)
+
+    def _atlas(self) -> str:
+        if self.atlas not in ("auto", "generic", "phantom"):
+            raise BenchmarkError(f"atlas must be 'auto', 'generic' or 'phantom', got {self.atlas!r}")
+        if self.atlas == "auto":
+            return "phantom" if self.dataset == "phantom" else "generic"
+        return self.atlas
 
     def samples(self) -> list[EvalSample]:
         r"""The study's samples, in a fixed order."""
@@ -87,6 +114,19 @@ class BenchmarkConfig:
             split = None if self.split in ("all", "") else self.split
             return mscxr_samples(self.root, split, self.limit, self.csv)
         raise BenchmarkError(f"dataset must be 'phantom' or 'mscxr', got {self.dataset!r}")
+
+
+def _takes_anatomical_prior(method: type) -> bool:
+    if getattr(method, "removed", None) == "anatomical_prior":  # the MATEX ablation without it
+        return False
+    for klass in method.__mro__:
+        if "__init__" in vars(klass):
+            params = inspect.signature(klass.__init__).parameters
+            if "anatomical_prior" in params:
+                return True
+            if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+                return False
+    return False
 
 
 def _rank_file(out: Path, rank: int) -> Path:
@@ -118,14 +158,10 @@ class _MethodRunner:
     sanity check), scoring batches."""
 
     def __init__(self, name: str, model, processor, config: BenchmarkConfig, randomised) -> None:
-        from captum_matex.baselines import get
-
-        kwargs = dict(config.method_kwargs.get(name, {}))
-        method = get(name)
         self.name = name
-        self.explainer = method(model, processor, **kwargs)
+        self.explainer = config.build(name, model, processor)
         self.random_explainer = (
-            method(randomised, processor, **kwargs) if randomised is not None else None
+            config.build(name, randomised, processor) if randomised is not None else None
         )
         self.config = config
 
@@ -283,7 +319,6 @@ def _run_shard(config: BenchmarkConfig, worker: Worker, log: ResultsLog, done: s
 def _write_overlays(config: BenchmarkConfig, out: Path, device: str, cases: int = 4) -> None:
     r"""``figures/overlays.png``: the first ``cases`` samples (rows) explained
     by every method (columns), on the original pixel grid with the boxes."""
-    from captum_matex.baselines import get
     from captum_matex.data.geometry import maps_to_original
 
     samples = config.samples()[:cases]
@@ -292,7 +327,7 @@ def _write_overlays(config: BenchmarkConfig, out: Path, device: str, cases: int 
     pixels, geometries = prepare(images, processor, config.mode, device=device)
     columns = {}
     for name in config.methods:
-        explainer = get(name)(model, processor, **config.method_kwargs.get(name, {}))
+        explainer = config.build(name, model, processor)
         torch.manual_seed(config.seed)
         maps = explainer.attribute(pixels, ([s.phrase for s in samples],), output="pixel")
         columns[name] = maps_to_original(maps.detach()[:, 0], geometries)

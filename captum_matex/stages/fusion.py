@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Mapping
 
-import torch
 from torch import Tensor
 
-from captum_matex._maps import normalize_max, normalize_minmax
+from captum_matex._maps import gaussian_smooth, normalize_max, normalize_minmax
 
 
 #: Default prior floors :math:`\lambda_p` (chosen on the phantom validation split).
-DEFAULT_FLOORS = {"anatomy": 0.25, "text": 0.5}
+DEFAULT_FLOORS = {"anatomy": 0.5, "text": 0.5}
 
 
 class Fusion:
@@ -25,12 +24,13 @@ class Fusion:
     where hats denote max-normalisation. Every :math:`\lambda_p > 0`, so a
     prior can only re-weight the model's evidence, never create it.
 
-    Defaults (``alpha=0.75``, anatomy floor 0.25, text floor 0.5) were chosen
-    on the phantom validation split by ``benchmarks/tune_matex.py`` (mean of
-    pointing game, energy pointing game and mIoU). The best setting there
-    switched the text prior off (floor 1.0) but only by 0.004, well within
-    the split's noise; the default keeps it, and the benchmark's
-    ``matex_no_text_prior`` row reports its effect on the test split.
+    Defaults (``alpha=0.75``, ``sigma=1``, anatomy floor 0.5) were chosen on
+    the phantom validation split by ``benchmarks/tune_matex.py`` (mean ratio
+    to M2IB of pointing game, mIoU and CNR, anatomical prior on
+    :func:`~captum_matex.zoo.phantom_atlas`). Every best setting there had the
+    model-derived text prior switched off (floor 1), so MATEX leaves it out by
+    default; the text floor 0.5 applies when a text prior is passed (the
+    benchmark's ``matex_with_text_prior`` row).
 
     Args:
         alpha: weight of the multi-scale rollouts against the consistency map.
@@ -38,6 +38,8 @@ class Fusion:
             priors not listed use ``default_floor``. Default:
             :data:`DEFAULT_FLOORS`.
         default_floor: :math:`\lambda` for unlisted priors.
+        sigma: Gaussian smoothing of :math:`E` in patch cells before the
+            priors (0 disables it); needs the grid in the call.
     """
 
     def __init__(
@@ -45,12 +47,16 @@ class Fusion:
         alpha: float = 0.75,
         floors: Mapping[str, float] | None = None,
         default_floor: float = 0.5,
+        sigma: float = 1.0,
     ) -> None:
         if not 0 <= alpha <= 1:
             raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
         self.alpha = alpha
         self.floors = dict(DEFAULT_FLOORS if floors is None else floors)
         self.default_floor = default_floor
+        if sigma < 0:
+            raise ValueError(f"sigma must be >= 0, got {sigma}")
+        self.sigma = sigma
         for name, floor in {**self.floors, "default": default_floor}.items():
             if not 0 < floor <= 1:
                 raise ValueError(f"prior floor for {name!r} must lie in (0, 1], got {floor}")
@@ -74,17 +80,23 @@ class Fusion:
         rollouts: Tensor | None,
         consistency: Tensor | None,
         priors: Mapping[str, Tensor],
+        grid: tuple[int, int] | None = None,
     ) -> Tensor:
         r"""
         Args:
             rollouts: ``(B, K, N)`` multi-scale rollout maps, or ``None``.
             consistency: ``(B, N)`` consistency map, or ``None``.
             priors: name to ``(B, N)`` prior in [0, 1].
+            grid: ``(h, w)`` patch grid with ``h * w = N`` (needed when ``sigma > 0``).
 
         Returns:
             ``(B, N)`` fused map in [0, 1].
         """
         fused = self.evidence(rollouts, consistency)
+        if self.sigma > 0:
+            if grid is None:
+                raise ValueError("Fusion with sigma > 0 needs the patch grid: call it with grid=(h, w)")
+            fused = gaussian_smooth(fused.view(-1, *grid), self.sigma).flatten(1)
         for name, prior in priors.items():
             floor = self.floors.get(name, self.default_floor)
             fused = fused * (floor + (1 - floor) * prior.to(fused))

@@ -3,6 +3,8 @@ Embedded default models, loadable offline from package files.
 
 - :func:`phantom_clip`: a small CLIP trained on the chest-radiograph
   phantom (:class:`captum_matex.data.PhantomCXR`), with a 14 x 14 patch grid.
+- :func:`phantom_atlas` / :func:`phantom_prior`: the anatomical prior fitted
+  to the phantom's mean anatomy.
 - :func:`evaluate_zero_shot`: finding and side accuracy of a model on the
   phantom.
 """
@@ -18,6 +20,7 @@ from captum_matex.zoo.phantom_clip import (
     phantom_clip,
     save_pretrained,
 )
+from captum_matex.zoo.phantom_atlas import phantom_atlas, phantom_prior
 
 __all__ = [
     "CONTEXT_LENGTH",
@@ -27,6 +30,8 @@ __all__ = [
     "build_processor",
     "build_tokenizer",
     "evaluate_zero_shot",
+    "phantom_atlas",
     "phantom_clip",
+    "phantom_prior",
     "save_pretrained",
 ]
