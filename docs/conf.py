@@ -68,7 +68,6 @@ nitpicky = False
 html_theme = "alabaster"
 html_static_path = ["_static"]
 exclude_patterns = ["_build", "jupyter_execute", "**.ipynb_checkpoints"]
-suppress_warnings = ["autodoc.import_object"]
 
 # --- tutorials (myst-nb) ------------------------------------------------------------
 # Every build executes every notebook from a fresh kernel (the notebooks are

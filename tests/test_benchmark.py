@@ -250,7 +250,8 @@ def test_mscxr_benchmark_scores_boxes_on_the_original_grid(tmp_path):
     out = tmp_path / "out"
     summary = run_benchmark(
         BenchmarkConfig(dataset="mscxr", root=str(tmp_path / "mscxr"), split="test", limit=None,
-                        methods=["matex", "prior_only"], sanity=False, faithfulness=False),
+                        methods=["matex", "prior_only"], sanity=False, faithfulness=False,
+                        atlas="phantom"),  # phantom films in an MS-CXR layout
         out, progress=False)
     assert summary["n_samples"] == {"matex": 6, "prior_only": 6}
     rows = {(r["sample"], r["method"]): r for r in _rows(out)}
