@@ -219,3 +219,12 @@ def test_large_images_stay_float32(chest):
     assert chest.pixels.nbytes == 1955 * 1841 * 4
     ds = pydicom.dcmread(get_testdata_file("RG1_UNCI.dcm"), stop_before_pixels=True)
     assert ds.Rows == 1955
+
+
+def test_directories_and_decompression_bombs_are_refused_clearly(tmp_path, monkeypatch):
+    with pytest.raises(ImageReadError, match="is a directory"):
+        read_image(tmp_path)
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4096 px is over twice the limit
+    with pytest.raises(ImageReadError, match="decompression bomb.*MAX_IMAGE_PIXELS"):
+        read_image(tmp_path / "big.png")

@@ -590,6 +590,8 @@ def read_image(path: str | Path, **dicom_options: Any) -> Radiograph:
         (dtype('float32'), True)
     """
     path = Path(path)
+    if path.is_dir():
+        raise ImageReadError(f"{path} is a directory; give an image file")
     if not path.is_file():
         raise ImageReadError(f"{path}: no such file")
     if _is_dicom(path):
@@ -606,6 +608,11 @@ def read_image(path: str | Path, **dicom_options: Any) -> Radiograph:
                 if not pixels.flags.writeable:
                     pixels = pixels.copy()
                 pixels *= 1.0 / 255.0
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(
+            f"{path}: refused as a possible decompression bomb ({exc}); if you trust the "
+            "file, raise PIL.Image.MAX_IMAGE_PIXELS"
+        ) from exc
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise ImageReadError(f"{path}: not a readable image ({exc})") from exc
     return Radiograph(np.ascontiguousarray(pixels), str(path), {"format": "pil", "mode": mode})
