@@ -18,6 +18,7 @@ Usage::
 
     python benchmarks/speed.py                      # tiny, ViT-B/16 batch 1 and 8
     python benchmarks/speed.py --sizes tiny --batches 1 --methods matex,chefer
+    python benchmarks/speed.py --sizes vit-b16 --batches 1 --methods matex --phrases 8
 """
 
 from __future__ import annotations
@@ -106,6 +107,31 @@ def time_methods(model, names, batch, device, rounds) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
+def time_phrases(model, phrases: int, device, rounds) -> dict[str, float]:
+    """Median seconds of MATEX on one image: one phrase, ``phrases`` phrases with
+    one image-tower pass (``attribute_phrases``), and the same by repeating the image."""
+    images, text = make_inputs(model, phrases, device)
+    image = images[:1]
+    explainer = get_method("matex")(model)
+    runs = {
+        "one phrase": lambda: explainer.attribute(image, (text[:1],)),
+        f"{phrases} phrases, one tower pass": lambda: explainer.attribute_phrases(image, text),
+        f"{phrases} phrases, repeated image": lambda: explainer.attribute(
+            image.expand(phrases, -1, -1, -1), (text,)),
+    }
+    for run in runs.values():
+        run()
+    samples: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            _sync(device)
+            start = time.perf_counter()
+            run()
+            _sync(device)
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
 def _rss_peak_kib() -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -152,6 +178,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no-memory", action="store_true", help="skip peak-memory runs")
+    parser.add_argument("--phrases", type=int, default=0,
+                        help="also time MATEX with this many phrases on one image")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
 
@@ -181,6 +209,14 @@ def main() -> None:
                 mem = f"{row['peak_mib']:9.1f} {row['memory_ratio']:11.2f}" if memory else ""
                 print(f"{name:>14} {row['seconds']:9.4f} {row['seconds_per_image']:9.4f} "
                       f"{row['ratio_to_floor']:8.2f} {row['ratio_to_eager_floor']:8.2f} {mem}")
+        if args.phrases > 1:
+            times = time_phrases(model, args.phrases, args.device, args.rounds)
+            one = times["one phrase"]
+            print(f"\n{size}, one image, MATEX for {args.phrases} phrases")
+            for name, seconds in times.items():
+                print(f"{name:>34} {seconds:9.4f} s {seconds / one:6.2f}x one phrase")
+                results.append({"size": size, "phrases": args.phrases, "run": name,
+                                "seconds": seconds, "ratio_to_one_phrase": seconds / one})
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 

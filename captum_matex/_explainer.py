@@ -119,30 +119,49 @@ class VisionLanguageAttribution(GradientAttribution):
         self, images: Tensor, text_embeddings: Tensor, reduce: BlockReduction
     ) -> tuple[VisionTrace, Tensor]:
         r"""One forward and one backward pass giving ``reduce(A^l, dS/dA^l)`` for
-        every block ``l``, stacked to ``(B, L, T, T)``.
-
-        Each block is reduced by a tensor hook as soon as its gradient arrives,
-        so the full ``(B, H, T, T)`` gradients of all blocks are never held at
-        once and the attention probabilities are released as the backward pass
-        goes. The returned trace has no attentions left.
-        """
+        every block ``l``, stacked to ``(B, L, T, T)``. The returned trace has
+        no attentions left."""
         with torch.enable_grad():
             trace = self.adapter.trace(
                 images.detach().requires_grad_(True), text_embeddings, attentions=True
             )
-            pending: list[Tensor | None] = list(trace.attentions)
-            trace.attentions = []
-            reduced: list[Tensor | None] = [None] * len(pending)
+            (relevance,) = block_relevance(trace, [trace.score], reduce)
+        return trace, relevance
 
-            def hook_for(index: int):
-                def hook(grad: Tensor) -> None:
-                    reduced[index] = reduce(pending[index].detach(), grad)
+
+def block_relevance(
+    trace: VisionTrace, scores: list[Tensor], reduce: BlockReduction
+) -> list[Tensor]:
+    r"""``reduce(A^l, dS/dA^l)`` of every block for each score in ``scores``
+    (each ``(B,)``, computed from ``trace``), stacked to ``(B, L, T, T)``: one
+    backward pass per score through the same forward pass.
+
+    Each block is reduced by a tensor hook as soon as its gradient arrives, so
+    the full ``(B, H, T, T)`` gradients of all blocks are never held at once;
+    during the last backward pass the attention probabilities are released as
+    it goes. ``trace.attentions`` is emptied.
+    """
+    pending: list[Tensor | None] = list(trace.attentions)
+    trace.attentions = []
+    first = pending[0]
+    results = []
+    for position, score in enumerate(scores):
+        last = position == len(scores) - 1
+        reduced: list[Tensor | None] = [None] * len(pending)
+
+        def hook_for(index: int, reduced=reduced, last=last):
+            def hook(grad: Tensor) -> None:
+                reduced[index] = reduce(pending[index].detach(), grad)
+                if last:
                     pending[index] = None
 
-                return hook
+            return hook
 
-            first = pending[0]
-            for index, attention in enumerate(pending):
-                attention.register_hook(hook_for(index))
-            torch.autograd.grad(trace.score.sum(), first)
-        return trace, torch.stack(reduced, 1)
+        handles = [a.register_hook(hook_for(i)) for i, a in enumerate(pending)]
+        try:
+            torch.autograd.grad(score.sum(), first, retain_graph=not last)
+        finally:
+            for handle in handles:
+                handle.remove()
+        results.append(torch.stack(reduced, 1))
+    return results

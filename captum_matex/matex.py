@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Sequence
 
 import torch
+import torch.nn.functional as F
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from captum_matex._explainer import OutputKind, VisionLanguageAttribution, format_maps
+from captum_matex._explainer import (
+    OutputKind,
+    VisionLanguageAttribution,
+    block_relevance,
+    format_maps,
+)
+from captum_matex._inputs import check_images, resolve_text
 from captum_matex.adapters import VisionLanguageAdapter
 from captum_matex.stages.anatomy import AnatomicalPrior
 from captum_matex.stages.attention import GradWeightedAttention
@@ -196,6 +203,65 @@ class MATEX(VisionLanguageAttribution):
         maps = (maps,) if is_tuple else maps
         return (maps, diagnostics) if return_diagnostics else maps
 
+    def attribute_phrases(
+        self,
+        inputs: Tensor,
+        phrases: Sequence[str] | Sequence[Sequence[str]],
+        output: OutputKind = "image",
+        anatomy_masks: Tensor | None = None,
+    ) -> Tensor:
+        r"""Explain ``K`` phrases for every image with one forward pass of the
+        image tower (and one backward pass per phrase), instead of ``K``
+        forward passes of :meth:`attribute` on repeated images.
+
+        Args:
+            inputs: ``(B, C, H, W)`` pixel values.
+            phrases: ``K`` phrases for every image, ``B`` sequences of ``K``
+                phrases (one per image), or text embeddings ``(K, E)`` (shared)
+                or ``(B, K, E)`` (the anatomical prior is then uniform).
+            output: as in :meth:`attribute`.
+            anatomy_masks: optional ``(B, H, W)`` region masks per image.
+
+        Returns:
+            ``(B, K, ...)``: the maps :meth:`attribute` gives for each
+            (image, phrase) pair, phrase ``k`` of image ``b`` at ``[b, k]``.
+
+        Examples::
+
+            >>> maps = explainer.attribute_phrases(
+            ...     pixel_values, ["left pleural effusion", "cardiomegaly", "right apical pneumothorax"])
+            >>> maps.shape  # (B, 3, C, H, W)
+        """
+        with self.adapter.explaining(self.eval_mode):
+            images = check_images(inputs, self.adapter)
+            batch = images.shape[0]
+            if isinstance(phrases, Tensor):
+                embeddings = _embedding_table(phrases, batch)
+                per_image = [[None] * embeddings.shape[1]] * batch
+            else:
+                per_image = _phrase_table(phrases, batch)
+                flat = [p for row in per_image for p in row]
+                text = resolve_text((flat,), len(flat), self.adapter, images.device)
+                embeddings = text.embeddings.view(batch, len(per_image[0]), -1)
+            with torch.enable_grad():
+                trace = self.adapter.trace(
+                    images.detach().requires_grad_(True), embeddings[:, 0],
+                    attentions=True, hidden_states=True,
+                )
+                image = self.adapter.project_tokens(trace.hidden_states[-1][:, :1])[:, 0]
+                trace.hidden_states = []
+                scores = F.cosine_similarity(image[:, None], embeddings.to(image), dim=-1)
+                relevances = block_relevance(trace, list(scores.unbind(1)), self.attention.block)
+        maps = []
+        with torch.no_grad():
+            for k, relevance in enumerate(relevances):
+                trace_k = replace(trace, score=scores[:, k].detach(),
+                                  text_embeddings=embeddings[:, k].detach())
+                phrases_k = [row[k] for row in per_image]
+                fused = self._fuse(trace_k, relevance, phrases_k, anatomy_masks, images).fused
+                maps.append(format_maps(fused, images, output))
+        return torch.stack(maps, 1)
+
     def _fuse(self, trace, relevance, phrases, anatomy_masks, images) -> MATEXDiagnostics:
         grid = trace.grid
         batch = images.shape[0]
@@ -231,3 +297,30 @@ class MATEX(VisionLanguageAttribution):
             phrases=phrases,
             fused=as_grid(fused),
         )
+
+
+def _phrase_table(phrases: Sequence[str] | Sequence[Sequence[str]], batch: int) -> list[list[str]]:
+    r"""``batch`` rows of ``K`` phrases from ``K`` shared phrases or per-image rows."""
+    if isinstance(phrases, str) or not len(phrases):
+        raise ValueError("phrases must be a non-empty list of K phrases (or one list per image)")
+    if all(isinstance(p, str) for p in phrases):
+        return [list(phrases)] * batch
+    rows = [list(row) for row in phrases]
+    if len(rows) != batch or len({len(row) for row in rows}) != 1 or not rows[0]:
+        raise ValueError(
+            f"give K phrases for all images or {batch} lists of the same K phrases "
+            f"(one per image); got {len(rows)} lists of lengths {sorted({len(r) for r in rows})}"
+        )
+    return rows
+
+
+def _embedding_table(embeddings: Tensor, batch: int) -> Tensor:
+    r"""``(batch, K, E)`` text embeddings from ``(K, E)`` or ``(batch, K, E)``."""
+    if embeddings.dim() == 2:
+        return embeddings.unsqueeze(0).expand(batch, -1, -1)
+    if embeddings.dim() != 3 or embeddings.shape[0] != batch:
+        raise ValueError(
+            f"text embeddings for many phrases must be (K, E) or ({batch}, K, E), got "
+            f"{tuple(embeddings.shape)}"
+        )
+    return embeddings

@@ -225,3 +225,35 @@ def test_block_relevance_matches_a_direct_computation_from_the_model(tokenizer, 
     rows = torch.stack([(g * a).clamp_min(0).mean(1)[:, 0, 1:] for a, g in zip(out.attentions, grads)], 1)
     rows = rows / rows.amax(-1, keepdim=True)
     assertTensorAlmostEqual(None, diag.per_layer.flatten(2), rows, delta=1e-5, mode="max")
+
+
+def test_many_phrases_per_image_equal_separate_calls(clip_model, tokenizer, images):
+    explainer = MATEX(clip_model, tokenizer, text_prior=PatchTextPrior())
+    phrases = ["left pleural effusion", "cardiomegaly", "right upper lobe opacity"]
+    before = model_state(clip_model)
+    maps = explainer.attribute_phrases(images, phrases)
+    assert maps.shape == (4, 3, *images.shape[1:])
+    assert model_state(clip_model) == before
+    repeated = images.repeat_interleave(3, dim=0)
+    separate = explainer.attribute(repeated, (phrases * 4,)).view(4, 3, *images.shape[1:])
+    assertTensorAlmostEqual(None, maps, separate, delta=1e-5, mode="max")
+    rows = [[PHRASES[i], "cardiomegaly"] for i in range(4)]
+    per_image = explainer.attribute_phrases(images, rows, output="grid")
+    assert per_image.shape == (4, 2, 1, 4, 4)
+    single = explainer.attribute(images, (PHRASES,), output="grid")
+    assertTensorAlmostEqual(None, per_image[:, 0], single, delta=1e-5, mode="max")
+    with pytest.raises(ValueError, match="4 lists of the same K phrases"):
+        explainer.attribute_phrases(images, [["a"], ["b", "c"], ["d"], ["e"]])
+    with pytest.raises(ValueError, match="non-empty list"):
+        explainer.attribute_phrases(images, "one phrase")
+
+
+def test_many_phrases_as_embeddings(clip_model, tokenizer, images):
+    explainer = MATEX(clip_model, tokenizer)
+    text = torch.randn(3, clip_model.config.projection_dim, generator=torch.Generator().manual_seed(0))
+    maps = explainer.attribute_phrases(images[:2], text, output="grid")
+    separate = explainer.attribute(images[:2].repeat_interleave(3, 0), (text.repeat(2, 1),),
+                                   output="grid")
+    assertTensorAlmostEqual(None, maps.flatten(0, 1), separate, delta=1e-5, mode="max")
+    with pytest.raises(ValueError, match=r"\(K, E\) or \(2, K, E\)"):
+        explainer.attribute_phrases(images[:2], text[None].expand(3, -1, -1))
