@@ -6,9 +6,14 @@ from torch import nn
 
 from captum_matex.adapters.base import VisionLanguageAdapter, VisionTrace
 from captum_matex.adapters.hf_clip import HFCLIPAdapter
+from captum_matex.adapters.open_clip import OpenCLIPAdapter, TimmOpenCLIPAdapter
 
 #: Adapter classes tried in order by :func:`get_adapter`.
-ADAPTERS: list[type[VisionLanguageAdapter]] = [HFCLIPAdapter]
+ADAPTERS: list[type[VisionLanguageAdapter]] = [
+    HFCLIPAdapter,
+    OpenCLIPAdapter,
+    TimmOpenCLIPAdapter,
+]
 
 
 def get_adapter(model: nn.Module | VisionLanguageAdapter, tokenizer=None) -> VisionLanguageAdapter:
@@ -37,4 +42,12 @@ def get_adapter(model: nn.Module | VisionLanguageAdapter, tokenizer=None) -> Vis
     )
 
 
-__all__ = ["ADAPTERS", "HFCLIPAdapter", "VisionLanguageAdapter", "VisionTrace", "get_adapter"]
+__all__ = [
+    "ADAPTERS",
+    "HFCLIPAdapter",
+    "OpenCLIPAdapter",
+    "TimmOpenCLIPAdapter",
+    "VisionLanguageAdapter",
+    "VisionTrace",
+    "get_adapter",
+]

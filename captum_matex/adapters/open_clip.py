@@ -1,0 +1,499 @@
+"""Adapters for open_clip models: open_clip's own ViT tower and timm ViT trunks (BiomedCLIP).
+
+Neither open_clip nor timm is imported here: models are recognised by their
+structure, so the package works without the ``openclip`` extra installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import warnings
+from abc import abstractmethod
+from typing import Callable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers import PreTrainedTokenizerBase
+
+from captum_matex.adapters.base import VisionLanguageAdapter, VisionTrace
+
+
+def _pair(size) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
+class _OpenCLIPBase(VisionLanguageAdapter):
+    r"""Text side, scoring and the block-by-block trace shared by open_clip towers.
+
+    Subclasses say how tokens enter the first block (:meth:`_embed`), how one
+    block runs with its attention probabilities captured (:meth:`_run_block`)
+    and how tokens reach the joint space (:meth:`project_tokens`).
+
+    Args:
+        model: an open_clip ``CLIP`` or ``CustomTextCLIP``.
+        tokenizer: open_clip's tokenizer (``open_clip.get_tokenizer(...)``),
+            any callable mapping a list of phrases to ``(B, context_length)``
+            token ids, or a transformers tokenizer.
+    """
+
+    def __init__(self, model: nn.Module, tokenizer=None) -> None:
+        super().__init__(model, tokenizer)
+        self.visual = model.visual
+
+    # --- text --------------------------------------------------------------
+    @property
+    def context_length(self) -> int:
+        return self.model.context_length
+
+    @property
+    def vocab_size(self) -> int | None:
+        return getattr(self.model, "vocab_size", None) or None
+
+    @property
+    def embedding_dim(self) -> int:
+        with torch.no_grad():
+            return self.project_tokens(self._probe_tokens()).shape[-1]
+
+    @abstractmethod
+    def _probe_tokens(self) -> Tensor:
+        """A ``(1, 1, D)`` zero token of the image tower's width, dtype and device."""
+
+    def encode_text(self, input_ids: Tensor) -> Tensor:
+        return self.model.encode_text(input_ids, normalize=False)
+
+    def tokenize(self, phrases: Sequence[str], device: torch.device) -> Tensor:
+        r"""Token ids ``(B, L)``; open_clip-style callables pad and truncate themselves.
+
+        Raises:
+            ValueError: no tokenizer, or it returns ids of another length than
+                the text encoder's context.
+        """
+        if self.tokenizer is None or isinstance(self.tokenizer, PreTrainedTokenizerBase):
+            return super().tokenize(phrases, device)
+        encode = getattr(self.tokenizer, "encode", None)
+        if encode is not None:
+            too_long = [p for p in phrases if len(encode(p)) + 2 > self.context_length]
+            if too_long:
+                warnings.warn(
+                    f"{len(too_long)} phrase(s) exceed the text encoder's context of "
+                    f"{self.context_length} tokens and were truncated, e.g. "
+                    f"{too_long[0][:60]!r}",
+                    stacklevel=3,
+                )
+        ids = torch.as_tensor(self.tokenizer(list(phrases)))
+        if ids.shape[-1] != self.context_length:
+            raise ValueError(
+                f"the tokenizer returned {ids.shape[-1]} tokens per phrase but the text "
+                f"encoder takes {self.context_length}; make it with "
+                f"context_length={self.context_length} (open_clip.get_tokenizer(name, "
+                f"context_length={self.context_length}))"
+            )
+        return ids.to(device)
+
+    def decode(self, input_ids: Tensor) -> list[str] | None:
+        """Phrases back from token ids (special and padding tokens dropped)."""
+        if self.tokenizer is None or isinstance(self.tokenizer, PreTrainedTokenizerBase):
+            return super().decode(input_ids)
+        special = {
+            0,
+            getattr(self.tokenizer, "sot_token_id", 0),
+            getattr(self.tokenizer, "eot_token_id", 0),
+        }
+        return [
+            self.tokenizer.decode([t for t in row.tolist() if t not in special]).strip()
+            for row in input_ids
+        ]
+
+    # --- image -------------------------------------------------------------
+    @property
+    def num_layers(self) -> int:
+        return len(self.vision_blocks())
+
+    @abstractmethod
+    def _embed(self, images: Tensor) -> Tensor:
+        """Tokens ``(B, T, D)`` entering the first block."""
+
+    @abstractmethod
+    def _run_block(
+        self, block: nn.Module, tokens: Tensor, want_attention: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        """Block output ``(B, T, D)`` and, if wanted, its ``(B, H, T, T)`` probabilities."""
+
+    def embed_tokens(self, images: Tensor, upto_block: int) -> Tensor:
+        tokens = self._embed(images)
+        for block in self.vision_blocks()[: upto_block + 1]:
+            tokens = self._run_block(block, tokens, want_attention=False)[0]
+        return tokens
+
+    def trace(
+        self,
+        images: Tensor,
+        text_embeddings: Tensor,
+        attentions: bool = True,
+        hidden_states: bool = False,
+        start_block: int = 0,
+    ) -> VisionTrace:
+        tokens = self._embed(images) if start_block == 0 else images
+        attn_list: list[Tensor] = []
+        hidden_list: list[Tensor] = []
+        for block in self.vision_blocks()[start_block:]:
+            tokens, attn = self._run_block(block, tokens, attentions)
+            if attentions:
+                if attn is None:
+                    raise RuntimeError(
+                        "the vision tower returned no attention probabilities; trace "
+                        "with attentions=True inside adapter.explaining()"
+                    )
+                attn_list.append(attn)
+            if hidden_states:
+                hidden_list.append(tokens)
+        prefix = self.num_prefix_tokens
+        image_emb = self.project_tokens(tokens[:, :1])[:, 0]
+        score = F.cosine_similarity(image_emb, text_embeddings.to(image_emb), dim=-1)
+        with torch.no_grad():
+            patches = self.project_tokens(tokens[:, prefix:].detach())
+        return VisionTrace(
+            score=score,
+            attentions=attn_list,
+            hidden_states=hidden_list,
+            patch_embeddings=patches,
+            text_embeddings=text_embeddings.detach(),
+            grid=self._grid_from_tokens(tokens.shape[1] - prefix),
+            num_prefix_tokens=prefix,
+        )
+
+    def _grid_from_tokens(self, n_patches: int) -> tuple[int, int]:
+        (h, w), (ph, pw) = self.image_size, self.patch_size
+        if (h // ph) * (w // pw) == n_patches:
+            return h // ph, w // pw
+        side = int(round(n_patches**0.5))
+        return side, n_patches // side
+
+
+# ----------------------------------------------------------------------------
+# open_clip VisionTransformer: nn.MultiheadAttention, called with need_weights=False
+# ----------------------------------------------------------------------------
+def _explicit_mha(
+    mha: nn.MultiheadAttention,
+    record: Callable[[nn.Module, dict[str, Tensor]], None],
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    key_padding_mask: Tensor | None = None,
+    need_weights: bool = True,
+    attn_mask: Tensor | None = None,
+    average_attn_weights: bool = True,
+    is_causal: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    r"""``nn.MultiheadAttention.forward`` with the probabilities materialised.
+
+    Computes :math:`\mathrm{softmax}(QK^\top/\sqrt{d} + M)\,V` from the
+    module's own ``in_proj`` and ``out_proj`` weights (the same math as the
+    fused path) and hands ``query``, ``key``, ``value`` (``(B, T, D)``, heads
+    concatenated, before scaling), ``context`` (before the out-projection) and
+    ``attention`` (``(B, H, T, T)``, the tensor multiplied with the values) to
+    ``record``.
+    """
+    if key_padding_mask is not None or is_causal:
+        raise NotImplementedError("explicit attention supports attn_mask only")
+    if not mha.batch_first:
+        query, key, value = (t.transpose(0, 1) for t in (query, key, value))
+    heads = mha.num_heads
+    biases = mha.in_proj_bias.chunk(3) if mha.in_proj_bias is not None else (None,) * 3
+    weights = mha.in_proj_weight.chunk(3)
+    q, k, v = (F.linear(x, w, b) for x, w, b in zip((query, key, value), weights, biases))
+
+    def split(t: Tensor) -> Tensor:
+        return t.unflatten(-1, (heads, -1)).transpose(1, 2)
+
+    logits = split(q) @ split(k).transpose(-2, -1) * mha.head_dim**-0.5
+    if attn_mask is not None and attn_mask.dtype == torch.bool:
+        logits = logits.masked_fill(attn_mask, float("-inf"))
+    elif attn_mask is not None:
+        logits = logits + attn_mask
+    probs = F.dropout(logits.softmax(-1), mha.dropout, mha.training)
+    context = (probs @ split(v)).transpose(1, 2).flatten(2)
+    out = mha.out_proj(context)
+    record(mha, dict(query=q, key=k, value=v, context=context, attention=probs))
+    if not mha.batch_first:
+        out = out.transpose(0, 1)
+    weights = (probs.mean(1) if average_attn_weights else probs) if need_weights else None
+    return out, weights
+
+
+class OpenCLIPAdapter(_OpenCLIPBase):
+    r"""Adapter for open_clip models whose image tower is open_clip's ``VisionTransformer``.
+
+    open_clip's residual blocks call :class:`torch.nn.MultiheadAttention` with
+    ``need_weights=False`` (a fused kernel, no probabilities). Inside
+    :meth:`explaining` each block's attention module runs an explicit
+    computation with the module's own weights instead
+    (:func:`_explicit_mha`, same math), which exposes the probabilities with
+    gradients; the modules' own ``forward`` is restored on exit. Only
+    class-token pooling (``pool_type='tok'``, open_clip's default) is
+    supported.
+
+    Args:
+        model: an open_clip ``CLIP`` (e.g. ``open_clip.create_model("ViT-B-16")``).
+        tokenizer: ``open_clip.get_tokenizer(name)`` or any callable giving
+            ``(B, context_length)`` token ids.
+    """
+
+    family = "open_clip-vit"
+
+    def __init__(self, model: nn.Module, tokenizer=None) -> None:
+        super().__init__(model, tokenizer)
+        if self.visual.attn_pool is not None or self.visual.pool_type != "tok":
+            raise ValueError(
+                "only open_clip image towers pooled by the class token are supported "
+                f"(pool_type='tok', no attentional pooler); this one has {self.visual.pool_type!r}"
+            )
+        for block in self.vision_blocks():
+            attn = getattr(block, "attn", None)
+            if (
+                not isinstance(attn, nn.MultiheadAttention)
+                or attn.bias_k is not None
+                or not attn._qkv_same_embed_dim
+            ):
+                raise ValueError(
+                    "open_clip blocks with custom attention (CustomResidualAttentionBlock, "
+                    "bias_kv, differing key/value widths) are not supported"
+                )
+        self._recorded: dict[nn.Module, dict[str, Tensor]] = {}
+
+    @staticmethod
+    def supports(model: nn.Module) -> bool:
+        """Whether ``model`` is an open_clip model with open_clip's ViT image tower."""
+        visual = getattr(model, "visual", None)
+        return (
+            type(visual).__name__ == "VisionTransformer"
+            and type(visual).__module__.startswith("open_clip")
+            and hasattr(model, "encode_text")
+        )
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return 1
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return _pair(self.visual.image_size)
+
+    @property
+    def patch_size(self) -> tuple[int, int]:
+        return _pair(self.visual.patch_size)
+
+    @property
+    def num_channels(self) -> int:
+        return self.visual.conv1.in_channels
+
+    def vision_blocks(self) -> list[nn.Module]:
+        return list(self.visual.transformer.resblocks)
+
+    def _probe_tokens(self) -> Tensor:
+        param = self.visual.proj
+        return torch.zeros(1, 1, param.shape[0], dtype=param.dtype, device=param.device)
+
+    def _embed(self, images: Tensor) -> Tensor:
+        return self.visual._embeds(images)
+
+    def _run_block(
+        self, block: nn.Module, tokens: Tensor, want_attention: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        batch_first = self.visual.transformer.batch_first
+        try:
+            out = block(tokens if batch_first else tokens.transpose(0, 1))
+            recorded = self._recorded.get(block.attn, {})
+        finally:
+            self._recorded.pop(block.attn, None)
+        out = out if batch_first else out.transpose(0, 1)
+        return out, recorded.get("attention") if want_attention else None
+
+    def project_tokens(self, tokens: Tensor) -> Tensor:
+        """Map last-block tokens ``(B, n, D)`` into the joint space, as the CLS token is."""
+        out = self.visual.ln_post(tokens)
+        return out @ self.visual.proj if self.visual.proj is not None else out
+
+    def _record(self, mha: nn.Module, tensors: dict[str, Tensor]) -> None:
+        self._recorded[mha] = tensors
+
+    @contextlib.contextmanager
+    def _explicit_attention(self) -> Iterator[None]:
+        """Route every block's attention through :func:`_explicit_mha`; nestable."""
+        mhas = [b.attn for b in self.vision_blocks() if "forward" not in vars(b.attn)]
+        try:
+            for mha in mhas:
+                mha.forward = functools.partial(_explicit_mha, mha, self._record)
+            yield
+        finally:
+            for mha in mhas:
+                vars(mha).pop("forward", None)
+
+    @contextlib.contextmanager
+    def capture_attention_projections(
+        self, blocks: Sequence[int]
+    ) -> Iterator[dict[int, dict[str, Tensor]]]:
+        layers = self.vision_blocks()
+        captured: dict[int, dict[str, Tensor]] = {b: {} for b in blocks}
+        handles = []
+
+        def store(block: int):
+            def hook(module, _inputs, _output):
+                captured[block].update(
+                    {k: v for k, v in self._recorded[module].items() if k != "attention"}
+                )
+
+            return hook
+
+        with self._explicit_attention():
+            try:
+                for b in blocks:
+                    handles.append(layers[b].attn.register_forward_hook(store(b)))
+                yield captured
+            finally:
+                for handle in handles:
+                    handle.remove()
+
+    @contextlib.contextmanager
+    def _attention_exposed(self) -> Iterator[None]:
+        with self._explicit_attention():
+            yield
+
+
+# ----------------------------------------------------------------------------
+# timm VisionTransformer trunk (open_clip TimmModel), e.g. BiomedCLIP
+# ----------------------------------------------------------------------------
+class TimmOpenCLIPAdapter(_OpenCLIPBase):
+    r"""Adapter for open_clip models whose image tower wraps a timm ViT (BiomedCLIP).
+
+    timm's ``Attention`` uses ``F.scaled_dot_product_attention`` while
+    ``fused_attn`` is set, which materialises no probabilities. Inside
+    :meth:`explaining` every block's ``fused_attn`` is turned off (timm's
+    explicit path: ``softmax(q k^T * scale)`` then ``attn_drop``); the
+    probabilities are read from the output of ``attn_drop``, the tensor
+    multiplied with the values. ``fused_attn`` is restored on exit. Only
+    class-token pooling (timm's ``global_pool='token'``) is supported.
+
+    Args:
+        model: an open_clip ``CLIP``/``CustomTextCLIP`` whose ``visual`` is a
+            ``TimmModel`` around a timm ``VisionTransformer``.
+        tokenizer: the text tower's tokenizer (open_clip's ``get_tokenizer``
+            result, a transformers tokenizer, or a callable giving
+            ``(B, context_length)`` ids).
+    """
+
+    family = "open_clip-timm-vit"
+
+    def __init__(self, model: nn.Module, tokenizer=None) -> None:
+        super().__init__(model, tokenizer)
+        self.trunk = self.visual.trunk
+        pool = getattr(self.trunk, "global_pool", None)
+        if pool != "token" or getattr(self.trunk, "attn_pool", None) is not None:
+            raise ValueError(
+                "only timm ViT trunks pooled by the class token are supported "
+                f"(global_pool='token'); this one has {pool!r}"
+            )
+
+    @staticmethod
+    def supports(model: nn.Module) -> bool:
+        """Whether ``model`` is an open_clip model with a timm ViT trunk."""
+        visual = getattr(model, "visual", None)
+        trunk = getattr(visual, "trunk", None)
+        return (
+            type(visual).__name__ == "TimmModel"
+            and all(hasattr(trunk, name) for name in ("blocks", "patch_embed", "_pos_embed"))
+            and hasattr(model, "encode_text")
+        )
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return self.trunk.num_prefix_tokens
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return _pair(self.trunk.patch_embed.img_size)
+
+    @property
+    def patch_size(self) -> tuple[int, int]:
+        return _pair(self.trunk.patch_embed.patch_size)
+
+    @property
+    def num_channels(self) -> int:
+        return self.trunk.patch_embed.proj.in_channels
+
+    def vision_blocks(self) -> list[nn.Module]:
+        return list(self.trunk.blocks)
+
+    def _probe_tokens(self) -> Tensor:
+        param = self.trunk.cls_token
+        return torch.zeros(1, 1, self.trunk.num_features, dtype=param.dtype, device=param.device)
+
+    def _embed(self, images: Tensor) -> Tensor:
+        trunk = self.trunk
+        return trunk.norm_pre(trunk.patch_drop(trunk._pos_embed(trunk.patch_embed(images))))
+
+    def _run_block(
+        self, block: nn.Module, tokens: Tensor, want_attention: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        captured: list[Tensor] = []
+        handle = None
+        if want_attention:
+            handle = block.attn.attn_drop.register_forward_hook(
+                lambda _m, _i, out: captured.append(out)
+            )
+        try:
+            out = block(tokens)
+        finally:
+            if handle is not None:
+                handle.remove()
+        return out, (captured[0] if captured else None)
+
+    def project_tokens(self, tokens: Tensor) -> Tensor:
+        """Map last-block tokens ``(B, n, D)`` into the joint space, as the CLS token is."""
+        trunk = self.trunk
+        pooled = trunk.head(trunk.head_drop(trunk.fc_norm(trunk.norm(tokens))))
+        return self.visual.head(pooled)
+
+    @contextlib.contextmanager
+    def capture_attention_projections(
+        self, blocks: Sequence[int]
+    ) -> Iterator[dict[int, dict[str, Tensor]]]:
+        layers = self.vision_blocks()
+        captured: dict[int, dict[str, Tensor]] = {b: {} for b in blocks}
+        handles = []
+
+        def store_qkv(block: int):
+            def hook(_module, _inputs, output):
+                captured[block].update(zip(("query", "key", "value"), output.chunk(3, dim=-1)))
+
+            return hook
+
+        def store_context(block: int):
+            def pre_hook(_module, inputs):
+                captured[block]["context"] = inputs[0]
+
+            return pre_hook
+
+        try:
+            for b in blocks:
+                attn = layers[b].attn
+                handles.append(attn.qkv.register_forward_hook(store_qkv(b)))
+                handles.append(attn.proj.register_forward_pre_hook(store_context(b)))
+            yield captured
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    @contextlib.contextmanager
+    def _attention_exposed(self) -> Iterator[None]:
+        attns = [b.attn for b in self.vision_blocks()]
+        previous = [a.fused_attn for a in attns]
+        try:
+            for attn in attns:
+                attn.fused_attn = False
+            yield
+        finally:
+            for attn, flag in zip(attns, previous):
+                attn.fused_attn = flag
