@@ -19,6 +19,7 @@ Usage::
     python benchmarks/speed.py                      # tiny, ViT-B/16 batch 1 and 8
     python benchmarks/speed.py --sizes tiny --batches 1 --methods matex,chefer
     python benchmarks/speed.py --sizes vit-b16 --batches 1 --methods matex --phrases 8
+    python benchmarks/speed.py --sizes openclip-vit-b16,biomedclip-vit-b16   # [openclip] extra
 """
 
 from __future__ import annotations
@@ -47,9 +48,27 @@ SIZES = {
 }
 
 
-def build_model(size: str) -> CLIPModel:
-    """A random-initialised CLIP whose vision tower has the given size (SDPA, as loaded)."""
+#: open_clip architectures (need the ``openclip`` extra), random-initialised.
+OPEN_CLIP_SIZES = ("openclip-vit-b16", "biomedclip-vit-b16")
+
+
+def build_model(size: str) -> torch.nn.Module:
+    """A random-initialised model with the given image tower (as users load it:
+    SDPA for transformers, open_clip's and timm's fused attention)."""
     torch.manual_seed(0)
+    if size == "openclip-vit-b16":
+        import open_clip
+
+        return open_clip.create_model("ViT-B-16", pretrained=None).eval()
+    if size == "biomedclip-vit-b16":  # BiomedCLIP's image tower: a timm ViT-B/16 trunk
+        import open_clip
+
+        return open_clip.CustomTextCLIP(
+            embed_dim=512,
+            vision_cfg=dict(timm_model_name="vit_base_patch16_224", timm_model_pretrained=False,
+                            timm_pool="", timm_proj="linear", image_size=224),
+            text_cfg=dict(context_length=16, width=64, heads=2, layers=1),
+        ).eval()
     vision = SIZES[size]
     config = CLIPConfig(
         vision_config=vision,
@@ -60,15 +79,15 @@ def build_model(size: str) -> CLIPModel:
     return CLIPModel(config).eval()
 
 
-def make_inputs(model: CLIPModel, batch: int, device: str):
-    size = model.config.vision_config.image_size
+def make_inputs(model: torch.nn.Module, batch: int, device: str):
+    adapter = get_adapter(model)
     generator = torch.Generator().manual_seed(1)
-    images = torch.randn(batch, 3, size, size, generator=generator).to(device)
-    text = torch.randn(batch, model.config.projection_dim, generator=generator).to(device)
-    return images, text
+    images = torch.randn(batch, adapter.num_channels, *adapter.image_size, generator=generator)
+    text = torch.randn(batch, adapter.embedding_dim, generator=generator)
+    return images.to(device), text.to(device)
 
 
-def runner(name: str, model: CLIPModel) -> Callable[[torch.Tensor, torch.Tensor], object]:
+def runner(name: str, model: torch.nn.Module) -> Callable[[torch.Tensor, torch.Tensor], object]:
     """A callable running ``name`` once on ``(images, text_embeddings)``."""
     if name in ("floor", "floor_eager"):
         adapter = get_adapter(model)
