@@ -86,7 +86,8 @@ def faithfulness_scores(
     args = (batch.token_ids,)
     normalised = minmax_normalize(maps)
     drop, increase = confidence_drop_increase(forward, batch.pixels, normalised, args)
-    # blur-free "zeros" baseline: a normalised input of 0 is the data set's mean colour
+    # deletion replaces pixels by 0 (the data set's mean colour in normalised inputs);
+    # insertion reveals them on a blurred copy (the metrics' defaults)
     deletion = deletion_auc(forward, batch.pixels, maps, args, patch_size=patch_size)
     insertion = insertion_auc(forward, batch.pixels, maps, args, patch_size=patch_size)
     return {
