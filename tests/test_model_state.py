@@ -247,3 +247,23 @@ def test_nested_use_in_one_thread_is_allowed_and_releases_the_model():
     worker.start()
     worker.join(60)
     assert torch.equal(result["score"], score)
+
+
+def test_hooked_hands_inputs_and_outputs_and_removes_its_hooks_also_on_error():
+    layer = torch.nn.Linear(3, 2)
+    seen: dict[str, torch.Tensor] = {}
+    x = torch.randn(4, 3)
+    with adapter_base.hooked([
+        (layer, "input", lambda t: seen.__setitem__("input", t)),
+        (layer, "output", lambda t: seen.__setitem__("output", t)),
+    ]):
+        y = layer(x)
+    assert seen["input"] is x and seen["output"] is y
+    with pytest.raises(ZeroDivisionError):
+        with adapter_base.hooked([(layer, "output", lambda t: 1 / 0)]):
+            layer(x)
+    assert not layer._forward_hooks and not layer._forward_pre_hooks
+    with pytest.raises(ValueError, match="'input' or the 'output'"):
+        with adapter_base.hooked([(layer, "gradient", seen.setdefault)]):
+            pass
+    assert not layer._forward_hooks

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from captum_matex.adapters.base import VisionLanguageAdapter, VisionTrace
+from captum_matex.adapters.base import BlockwiseAdapter, VisionLanguageAdapter, VisionTrace
 from captum_matex.adapters.hf_clip import HFCLIPAdapter
 from captum_matex.adapters.open_clip import OpenCLIPAdapter, TimmOpenCLIPAdapter
 
@@ -44,6 +44,7 @@ def get_adapter(model: nn.Module | VisionLanguageAdapter, tokenizer=None) -> Vis
 
 __all__ = [
     "ADAPTERS",
+    "BlockwiseAdapter",
     "HFCLIPAdapter",
     "OpenCLIPAdapter",
     "TimmOpenCLIPAdapter",

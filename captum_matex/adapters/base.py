@@ -8,9 +8,10 @@ import warnings
 import weakref
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 #: model -> (thread id, nesting depth) of the ``explaining`` context using it
@@ -45,6 +46,39 @@ def _exclusive(model: nn.Module) -> Iterator[None]:
                 _IN_USE[model] = (me, depth)
             else:
                 del _IN_USE[model]
+
+
+#: ``(module, "input" | "output", callback)``: what :func:`hooked` hands to whom
+Tap = tuple[nn.Module, str, Callable[[Tensor], None]]
+
+
+@contextlib.contextmanager
+def hooked(taps: Iterable[Tap]) -> Iterator[None]:
+    r"""Hand each module's first input (``"input"``) or its output
+    (``"output"``) to its callback on every forward pass inside the context.
+
+    The hooks are removed on exit, also on error.
+
+    Args:
+        taps: ``(module, where, callback)`` triples.
+    """
+    handles = []
+    try:
+        for module, where, callback in taps:
+            if where == "input":
+                handles.append(module.register_forward_pre_hook(
+                    lambda _m, inputs, callback=callback: callback(inputs[0])
+                ))
+            elif where == "output":
+                handles.append(module.register_forward_hook(
+                    lambda _m, _i, output, callback=callback: callback(output)
+                ))
+            else:
+                raise ValueError(f"a tap is on the 'input' or the 'output', not {where!r}")
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 @dataclass
@@ -323,3 +357,85 @@ class VisionLanguageAdapter(ABC):
     def _attention_exposed(self) -> Iterator[None]:
         """Make attention probabilities observable; restore on exit."""
         yield
+
+
+class BlockwiseAdapter(VisionLanguageAdapter):
+    r"""An adapter that runs the image tower block by block.
+
+    Running the blocks one at a time gives the attention probabilities of
+    every block (with gradients), the block outputs and partial runs from a
+    given block on in one pass. Subclasses say how tokens enter the first
+    block (:meth:`_embed`), how one block runs with its probabilities
+    captured (:meth:`_run_block`) and how tokens reach the joint space
+    (:meth:`project_tokens`); :meth:`trace` and :meth:`embed_tokens` follow.
+    """
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.vision_blocks())
+
+    @abstractmethod
+    def _embed(self, images: Tensor) -> Tensor:
+        """Tokens ``(B, T, D)`` entering the first block."""
+
+    @abstractmethod
+    def _run_block(
+        self, block: nn.Module, tokens: Tensor, want_attention: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        """Block output ``(B, T, D)`` and, if wanted, its ``(B, H, T, T)`` probabilities."""
+
+    @abstractmethod
+    def project_tokens(self, tokens: Tensor) -> Tensor:
+        """Map last-block tokens ``(B, n, D)`` into the joint space, as the CLS token is."""
+
+    def embed_tokens(self, images: Tensor, upto_block: int) -> Tensor:
+        tokens = self._embed(images)
+        for block in self.vision_blocks()[: upto_block + 1]:
+            tokens = self._run_block(block, tokens, want_attention=False)[0]
+        return tokens
+
+    def trace(
+        self,
+        images: Tensor,
+        text_embeddings: Tensor,
+        attentions: bool = True,
+        hidden_states: bool = False,
+        start_block: int = 0,
+    ) -> VisionTrace:
+        tokens = self._embed(images) if start_block == 0 else images
+        attn_list: list[Tensor] = []
+        hidden_list: list[Tensor] = []
+        for block in self.vision_blocks()[start_block:]:
+            tokens, attn = self._run_block(block, tokens, attentions)
+            if attentions:
+                if attn is None:
+                    raise RuntimeError(
+                        "the vision tower returned no attention probabilities (a fused "
+                        "attention path is active); trace with attentions=True inside "
+                        "adapter.explaining(), which switches to the explicit path"
+                    )
+                attn_list.append(attn)
+            if hidden_states:
+                hidden_list.append(tokens)
+        prefix = self.num_prefix_tokens
+        image_emb = self.project_tokens(tokens[:, :1])[:, 0]
+        score = F.cosine_similarity(image_emb, text_embeddings.to(image_emb), dim=-1)
+        with torch.no_grad():
+            patches = self.project_tokens(tokens[:, prefix:].detach())
+        return VisionTrace(
+            score=score,
+            attentions=attn_list,
+            hidden_states=hidden_list,
+            patch_embeddings=patches,
+            text_embeddings=text_embeddings.detach(),
+            grid=self._grid_from_tokens(tokens.shape[1] - prefix),
+            num_prefix_tokens=prefix,
+        )
+
+    def _grid_from_tokens(self, n_patches: int) -> tuple[int, int]:
+        """Patch grid for ``n_patches`` tokens: the configured one, else the squarest."""
+        (h, w), (ph, pw) = self.image_size, self.patch_size
+        if (h // ph) * (w // pw) == n_patches:
+            return h // ph, w // pw
+        side = int(round(n_patches**0.5))
+        return side, n_patches // side

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 from typing import Iterator, Sequence
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from captum_matex.adapters.base import VisionLanguageAdapter, VisionTrace
+from captum_matex.adapters.base import BlockwiseAdapter, hooked
 
 
 def _as_tensor(output) -> Tensor:
@@ -22,7 +21,7 @@ def _as_tensor(output) -> Tensor:
     return output[0]
 
 
-class HFCLIPAdapter(VisionLanguageAdapter):
+class HFCLIPAdapter(BlockwiseAdapter):
     r"""Adapter for a transformers :class:`~transformers.CLIPModel`.
 
     The image tower is run block by block, so that attention probabilities of
@@ -60,10 +59,6 @@ class HFCLIPAdapter(VisionLanguageAdapter):
         return self.model.config.vision_config
 
     @property
-    def num_layers(self) -> int:
-        return len(self.vision.encoder.layers)
-
-    @property
     def num_prefix_tokens(self) -> int:
         return 1
 
@@ -99,29 +94,19 @@ class HFCLIPAdapter(VisionLanguageAdapter):
     def encode_text(self, input_ids: Tensor) -> Tensor:
         return _as_tensor(self.model.get_text_features(input_ids=input_ids))
 
-    def embed_tokens(self, images: Tensor, upto_block: int) -> Tensor:
-        tokens = self.vision.pre_layrnorm(self.vision.embeddings(images))
-        for layer in self.vision.encoder.layers[: upto_block + 1]:
-            tokens = self._run_layer(layer, tokens, want_attention=False)[0]
-        return tokens
+    def _embed(self, images: Tensor) -> Tensor:
+        return self.vision.pre_layrnorm(self.vision.embeddings(images))
 
-    def _run_layer(
-        self, layer: nn.Module, tokens: Tensor, want_attention: bool
+    def _run_block(
+        self, block: nn.Module, tokens: Tensor, want_attention: bool
     ) -> tuple[Tensor, Tensor | None]:
-        captured: list[Tensor | None] = []
-        handle = None
-        if want_attention:
-            handle = layer.self_attn.register_forward_hook(
-                lambda _m, _i, out: captured.append(out[1])
-            )
+        captured: list[Tensor] = []
         kwargs = {"output_attentions": True} if want_attention else {}
         if "causal_attention_mask" in self._layer_params:  # transformers 4.x
             kwargs["causal_attention_mask"] = None
-        try:
-            out = layer(tokens, None, **kwargs)
-        finally:
-            if handle is not None:
-                handle.remove()
+        taps = [(block.self_attn, "output", lambda out: captured.append(out[1]))]
+        with hooked(taps if want_attention else []):
+            out = block(tokens, None, **kwargs)
         out = out[0] if isinstance(out, tuple) else out
         attn = captured[0] if captured else None
         if want_attention and attn is None:
@@ -132,54 +117,9 @@ class HFCLIPAdapter(VisionLanguageAdapter):
             )
         return out, attn
 
-    def trace(
-        self,
-        images: Tensor,
-        text_embeddings: Tensor,
-        attentions: bool = True,
-        hidden_states: bool = False,
-        start_block: int = 0,
-    ) -> VisionTrace:
-        if start_block == 0:
-            tokens = self.vision.pre_layrnorm(self.vision.embeddings(images))
-        else:
-            tokens = images
-        attn_list: list[Tensor] = []
-        hidden_list: list[Tensor] = []
-        for layer in self.vision.encoder.layers[start_block:]:
-            tokens, attn = self._run_layer(layer, tokens, attentions)
-            if attentions:
-                attn_list.append(attn)
-            if hidden_states:
-                hidden_list.append(tokens)
-        image_emb = self.project_tokens(tokens[:, :1])[:, 0]
-        score = F.cosine_similarity(image_emb, text_embeddings.to(image_emb), dim=-1)
-        with torch.no_grad():
-            patches = self.project_tokens(tokens[:, self.num_prefix_tokens :].detach())
-        ph, pw = self.grid_size_from_tokens(tokens.shape[1] - self.num_prefix_tokens)
-        return VisionTrace(
-            score=score,
-            attentions=attn_list,
-            hidden_states=hidden_list,
-            patch_embeddings=patches,
-            text_embeddings=text_embeddings.detach(),
-            grid=(ph, pw),
-            num_prefix_tokens=self.num_prefix_tokens,
-        )
-
     def project_tokens(self, tokens: Tensor) -> Tensor:
         """Map last-block tokens ``(B, n, D)`` into the joint space, as the CLS token is."""
         return self.model.visual_projection(self.vision.post_layernorm(tokens))
-
-    def grid_size_from_tokens(self, n_patches: int) -> tuple[int, int]:
-        """Patch grid for ``n_patches`` tokens, using the configured aspect."""
-        h, w = self.image_size
-        ph, pw = self.patch_size
-        gh, gw = h // ph, w // pw
-        if gh * gw == n_patches:
-            return gh, gw
-        side = int(round(n_patches**0.5))
-        return side, n_patches // side
 
     @contextlib.contextmanager
     def capture_attention_projections(
@@ -187,31 +127,17 @@ class HFCLIPAdapter(VisionLanguageAdapter):
     ) -> Iterator[dict[int, dict[str, Tensor]]]:
         layers = self.vision.encoder.layers
         captured: dict[int, dict[str, Tensor]] = {b: {} for b in blocks}
-        handles = []
-
-        def store(block: int, name: str):
-            def hook(_module, _inputs, output):
-                captured[block][name] = output
-
-            return hook
-
-        def store_context(block: int):
-            def pre_hook(_module, inputs):
-                captured[block]["context"] = inputs[0]
-
-            return pre_hook
-
-        try:
-            for b in blocks:
-                attn = layers[b].self_attn
-                handles.append(attn.q_proj.register_forward_hook(store(b, "query")))
-                handles.append(attn.k_proj.register_forward_hook(store(b, "key")))
-                handles.append(attn.v_proj.register_forward_hook(store(b, "value")))
-                handles.append(attn.out_proj.register_forward_pre_hook(store_context(b)))
+        taps = []
+        for b in blocks:
+            attn, store = layers[b].self_attn, captured[b].__setitem__
+            taps += [
+                (attn.q_proj, "output", functools.partial(store, "query")),
+                (attn.k_proj, "output", functools.partial(store, "key")),
+                (attn.v_proj, "output", functools.partial(store, "value")),
+                (attn.out_proj, "input", functools.partial(store, "context")),
+            ]
+        with hooked(taps):
             yield captured
-        finally:
-            for handle in handles:
-                handle.remove()
 
     @contextlib.contextmanager
     def _attention_exposed(self) -> Iterator[None]:

@@ -17,19 +17,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
-from captum_matex.adapters.base import VisionLanguageAdapter, VisionTrace
+from captum_matex.adapters.base import BlockwiseAdapter, hooked
 
 
 def _pair(size) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else tuple(size)
 
 
-class _OpenCLIPBase(VisionLanguageAdapter):
-    r"""Text side, scoring and the block-by-block trace shared by open_clip towers.
-
-    Subclasses say how tokens enter the first block (:meth:`_embed`), how one
-    block runs with its attention probabilities captured (:meth:`_run_block`)
-    and how tokens reach the joint space (:meth:`project_tokens`).
+class _OpenCLIPBase(BlockwiseAdapter):
+    r"""The text side shared by open_clip models, whatever their image tower.
 
     Args:
         model: an open_clip ``CLIP`` or ``CustomTextCLIP``.
@@ -105,71 +101,6 @@ class _OpenCLIPBase(VisionLanguageAdapter):
             self.tokenizer.decode([t for t in row.tolist() if t not in special]).strip()
             for row in input_ids
         ]
-
-    # --- image -------------------------------------------------------------
-    @property
-    def num_layers(self) -> int:
-        return len(self.vision_blocks())
-
-    @abstractmethod
-    def _embed(self, images: Tensor) -> Tensor:
-        """Tokens ``(B, T, D)`` entering the first block."""
-
-    @abstractmethod
-    def _run_block(
-        self, block: nn.Module, tokens: Tensor, want_attention: bool
-    ) -> tuple[Tensor, Tensor | None]:
-        """Block output ``(B, T, D)`` and, if wanted, its ``(B, H, T, T)`` probabilities."""
-
-    def embed_tokens(self, images: Tensor, upto_block: int) -> Tensor:
-        tokens = self._embed(images)
-        for block in self.vision_blocks()[: upto_block + 1]:
-            tokens = self._run_block(block, tokens, want_attention=False)[0]
-        return tokens
-
-    def trace(
-        self,
-        images: Tensor,
-        text_embeddings: Tensor,
-        attentions: bool = True,
-        hidden_states: bool = False,
-        start_block: int = 0,
-    ) -> VisionTrace:
-        tokens = self._embed(images) if start_block == 0 else images
-        attn_list: list[Tensor] = []
-        hidden_list: list[Tensor] = []
-        for block in self.vision_blocks()[start_block:]:
-            tokens, attn = self._run_block(block, tokens, attentions)
-            if attentions:
-                if attn is None:
-                    raise RuntimeError(
-                        "the vision tower returned no attention probabilities; trace "
-                        "with attentions=True inside adapter.explaining()"
-                    )
-                attn_list.append(attn)
-            if hidden_states:
-                hidden_list.append(tokens)
-        prefix = self.num_prefix_tokens
-        image_emb = self.project_tokens(tokens[:, :1])[:, 0]
-        score = F.cosine_similarity(image_emb, text_embeddings.to(image_emb), dim=-1)
-        with torch.no_grad():
-            patches = self.project_tokens(tokens[:, prefix:].detach())
-        return VisionTrace(
-            score=score,
-            attentions=attn_list,
-            hidden_states=hidden_list,
-            patch_embeddings=patches,
-            text_embeddings=text_embeddings.detach(),
-            grid=self._grid_from_tokens(tokens.shape[1] - prefix),
-            num_prefix_tokens=prefix,
-        )
-
-    def _grid_from_tokens(self, n_patches: int) -> tuple[int, int]:
-        (h, w), (ph, pw) = self.image_size, self.patch_size
-        if (h // ph) * (w // pw) == n_patches:
-            return h // ph, w // pw
-        side = int(round(n_patches**0.5))
-        return side, n_patches // side
 
 
 # ----------------------------------------------------------------------------
@@ -337,24 +268,18 @@ class OpenCLIPAdapter(_OpenCLIPBase):
     ) -> Iterator[dict[int, dict[str, Tensor]]]:
         layers = self.vision_blocks()
         captured: dict[int, dict[str, Tensor]] = {b: {} for b in blocks}
-        handles = []
 
-        def store(block: int):
-            def hook(module, _inputs, _output):
-                captured[block].update(
-                    {k: v for k, v in self._recorded[module].items() if k != "attention"}
-                )
+        def store(block: int, mha: nn.Module) -> Callable[[Tensor], None]:
+            def keep(_output) -> None:
+                recorded = self._recorded[mha]
+                captured[block].update({k: v for k, v in recorded.items() if k != "attention"})
 
-            return hook
+            return keep
 
-        with self._explicit_attention():
-            try:
-                for b in blocks:
-                    handles.append(layers[b].attn.register_forward_hook(store(b)))
-                yield captured
-            finally:
-                for handle in handles:
-                    handle.remove()
+        with self._explicit_attention(), hooked(
+            [(layers[b].attn, "output", store(b, layers[b].attn)) for b in blocks]
+        ):
+            yield captured
 
     @contextlib.contextmanager
     def _attention_exposed(self) -> Iterator[None]:
@@ -438,16 +363,8 @@ class TimmOpenCLIPAdapter(_OpenCLIPBase):
         self, block: nn.Module, tokens: Tensor, want_attention: bool
     ) -> tuple[Tensor, Tensor | None]:
         captured: list[Tensor] = []
-        handle = None
-        if want_attention:
-            handle = block.attn.attn_drop.register_forward_hook(
-                lambda _m, _i, out: captured.append(out)
-            )
-        try:
+        with hooked([(block.attn.attn_drop, "output", captured.append)] if want_attention else []):
             out = block(tokens)
-        finally:
-            if handle is not None:
-                handle.remove()
         return out, (captured[0] if captured else None)
 
     def project_tokens(self, tokens: Tensor) -> Tensor:
@@ -462,29 +379,19 @@ class TimmOpenCLIPAdapter(_OpenCLIPBase):
     ) -> Iterator[dict[int, dict[str, Tensor]]]:
         layers = self.vision_blocks()
         captured: dict[int, dict[str, Tensor]] = {b: {} for b in blocks}
-        handles = []
 
-        def store_qkv(block: int):
-            def hook(_module, _inputs, output):
-                captured[block].update(zip(("query", "key", "value"), output.chunk(3, dim=-1)))
+        def store_qkv(store: dict[str, Tensor]) -> Callable[[Tensor], None]:
+            return lambda qkv: store.update(zip(("query", "key", "value"), qkv.chunk(3, dim=-1)))
 
-            return hook
-
-        def store_context(block: int):
-            def pre_hook(_module, inputs):
-                captured[block]["context"] = inputs[0]
-
-            return pre_hook
-
-        try:
-            for b in blocks:
-                attn = layers[b].attn
-                handles.append(attn.qkv.register_forward_hook(store_qkv(b)))
-                handles.append(attn.proj.register_forward_pre_hook(store_context(b)))
+        taps = []
+        for b in blocks:
+            attn = layers[b].attn
+            taps += [
+                (attn.qkv, "output", store_qkv(captured[b])),
+                (attn.proj, "input", functools.partial(captured[b].__setitem__, "context")),
+            ]
+        with hooked(taps):
             yield captured
-        finally:
-            for handle in handles:
-                handle.remove()
 
     @contextlib.contextmanager
     def _attention_exposed(self) -> Iterator[None]:
