@@ -53,7 +53,8 @@ def main() -> None:
     for i in range(0, len(samples), args.batch_size):
         chunk = samples[i : i + args.batch_size]
         pixels, geometries = prepare([s.load() for s in chunk], processor)
-        batches.append(BatchInputs(chunk, pixels, geometries, torch.empty(0)))
+        batches.append(BatchInputs(chunk, pixels, geometries, torch.empty(0), []))
+
     def scores_of(explainer) -> dict[str, float]:
         scores: dict[str, list[float]] = {name: [] for name in REPORTED}
         for batch in batches:

@@ -17,11 +17,14 @@ import pytest
 import torch
 from PIL import Image
 
+from captum_matex import SimilarityForward
 from captum_matex.cli import main
 from captum_matex.data import PhantomCXR
+from captum_matex.data.geometry import prepare
 from captum_matex.evaluation import BenchmarkConfig, ResultsFileError, ResultsLog, run_benchmark
 from captum_matex.evaluation.results import read_rows
 from captum_matex.evaluation.samples import phantom_samples
+from captum_matex.zoo import phantom_clip
 
 CONFIG = {"study": "unit", "limit": 3}
 
@@ -108,6 +111,14 @@ def test_benchmark_scores_every_pair_and_writes_the_report(tmp_path):
                  "randomisation_spearman", "prompt_sensitivity"):
         assert name in summary["methods"]["matex"]
     assert all(r["pointing_game"] in (0.0, 1.0) for r in rows)
+    # the score column is the model's own image-text score, one value per sample
+    model, processor = phantom_clip()
+    samples = {s.id: s for s in phantom_samples("test", 6)}
+    pixels, _ = prepare([s.load() for s in samples.values()], processor)
+    expected = SimilarityForward(model, processor)(pixels, [s.phrase for s in samples.values()])
+    by_id = dict(zip(samples, expected.tolist()))
+    for row in rows:
+        assert row["score"] == pytest.approx(by_id[row["sample"]], abs=1e-5)
     # prior_only never looks at the model: randomising the model leaves it unchanged
     assert summary["methods"]["prior_only"]["randomisation_spearman"]["mean"] == pytest.approx(1.0)
     assert summary["methods"]["matex"]["randomisation_spearman"]["mean"] < 0.6

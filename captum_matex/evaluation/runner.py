@@ -25,6 +25,7 @@ from captum_matex.evaluation.scoring import (
     sanity_scores,
     swapped_phrase,
 )
+from captum_matex.forward import SimilarityForward
 
 #: The methods of the headline study (MATEX, its ablations, the prior-only
 #: control and the baselines that explain the same score).
@@ -175,9 +176,8 @@ class _MethodRunner:
         maps = self._maps(self.explainer, batch.pixels, phrases)
         seconds = (time.perf_counter() - start) / len(phrases)
         scores = localisation_scores(maps, batch)
+        scores["score"] = batch.scores
         forward = self.explainer.forward_func
-        with torch.no_grad():
-            scores["score"] = forward(batch.pixels, batch.token_ids).tolist()
         if self.config.faithfulness:
             height, width = batch.pixels.shape[-2:]
             patch = (1, math.ceil(height * width / self.config.curve_steps))  # pixels per step
@@ -204,11 +204,13 @@ def _clean(value: float) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-def _prepare_batch(samples: list[EvalSample], processor, config: BenchmarkConfig, explainer,
-                   device: str) -> BatchInputs:
+def _prepare_batch(samples: list[EvalSample], processor, config: BenchmarkConfig,
+                   forward: SimilarityForward, device: str) -> BatchInputs:
     pixels, geometries = prepare([s.load() for s in samples], processor, config.mode, device=device)
-    token_ids = explainer.adapter.tokenize([s.phrase for s in samples], pixels.device)
-    return BatchInputs(samples, pixels, geometries, token_ids)
+    token_ids = forward.adapter.tokenize([s.phrase for s in samples], pixels.device)
+    with torch.no_grad():
+        scores = forward(pixels, token_ids).tolist()
+    return BatchInputs(samples, pixels, geometries, token_ids, scores)
 
 
 def _done_keys(out: Path, config: dict) -> set[tuple[str, str]]:
@@ -290,9 +292,10 @@ def _run_shard(config: BenchmarkConfig, worker: Worker, log: ResultsLog, done: s
         raise BenchmarkError("the study has no samples (check --split, --limit and the data)")
     chunks = [samples[i : i + config.batch_size] for i in range(0, len(samples), config.batch_size)]
     work = [
-        (name, chunk) for name in config.methods for chunk in worker.shard(chunks)
-        if any((s.id, name) not in done for s in chunk)
+        (chunk, [name for name in config.methods if any((s.id, name) not in done for s in chunk)])
+        for chunk in worker.shard(chunks)
     ]
+    work = [(chunk, names) for chunk, names in work if names]
     if not work:
         return
     model, processor = _load_model(config, device)
@@ -301,19 +304,21 @@ def _run_shard(config: BenchmarkConfig, worker: Worker, log: ResultsLog, done: s
         from captum_matex.metrics import randomized_model
 
         randomised = randomized_model(model, seed=config.seed)
-    bar = tqdm(total=sum(len(c) for _, c in work), desc=f"benchmark (worker {worker.rank})",
-               unit="sample", disable=not progress, position=worker.rank)
-    runner = None
-    for name, chunk in work:
-        if runner is None or runner.name != name:
-            runner = _MethodRunner(name, model, processor, config, randomised)
+    forward = SimilarityForward(model, processor)
+    runners: dict[str, _MethodRunner] = {}
+    bar = tqdm(total=sum(len(c) * len(names) for c, names in work),
+               desc=f"benchmark (worker {worker.rank})", unit="explanation",
+               disable=not progress, position=worker.rank)
+    for chunk, names in work:  # every method on a batch before the next batch
+        batch = _prepare_batch(chunk, processor, config, forward, device)
+        for name in names:
+            if name not in runners:
+                runners[name] = _MethodRunner(name, model, processor, config, randomised)
             bar.set_postfix(method=name)
-        batch = _prepare_batch(chunk, processor, config, runner.explainer, device)
-        rows = [r for r in runner.score(batch) if (r["sample"], name) not in done]
-        log.append(rows)
-        bar.update(len(chunk))
+            rows = [r for r in runners[name].score(batch) if (r["sample"], name) not in done]
+            log.append(rows)
+            bar.update(len(chunk))
     bar.close()
-
 
 
 def _write_overlays(config: BenchmarkConfig, out: Path, device: str, cases: int = 4) -> None:

@@ -56,12 +56,15 @@ class BatchInputs:
         pixels: ``(B, C, H, W)`` model input.
         geometries: how each model input maps back to its original image.
         token_ids: ``(B, L)`` per-sample token ids of the phrases.
+        scores: the model's image-text score of each sample (the same for
+            every method, so computed once per batch).
     """
 
     samples: Sequence[EvalSample]
     pixels: Tensor
     geometries: list[Geometry]
     token_ids: Tensor
+    scores: list[float]
 
 
 def localisation_scores(maps: Tensor, batch: BatchInputs) -> dict[str, list[float]]:
