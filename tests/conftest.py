@@ -65,6 +65,16 @@ def make_clip(
     return CLIPModel(config).eval()
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run far faster single-threaded on a shared CPU (no thread
+    contention); use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def clip_model() -> CLIPModel:
     return make_clip()

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from captum_matex import SimilarityForward
@@ -29,12 +28,7 @@ from captum_matex.zoo import phantom_clip
 CONFIG = {"study": "unit", "limit": 3}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _rows(out: Path) -> list[dict]:

@@ -10,36 +10,15 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from helpers import write_dicom
 from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence
-from pydicom.uid import UID, ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from captum_matex.data import ImageReadError, image_size, read_dicom, read_image
 
 PIXEL_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010) Pixel Data, little endian
-
-
-def build(path: Path, array: np.ndarray | None, photometric: str = "MONOCHROME2",
-          bits_stored: int | None = None, syntax: str = ExplicitVRLittleEndian, **elements) -> Path:
-    """A DICOM file holding ``array`` ((H, W) or (frames, H, W)); no pixel data for None."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = UID(syntax)
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
-    if array is not None:
-        bits = bits_stored or array.dtype.itemsize * 8
-        ds.set_pixel_data(array, photometric_interpretation=photometric, bits_stored=bits)
-    for key, value in elements.items():
-        setattr(ds, key, value)
-    ds.save_as(path, enforce_file_format=True)
-    return path
 
 
 def edit(path: Path, change) -> Path:
@@ -82,13 +61,13 @@ def test_a_file_cut_anywhere_is_an_image_read_error(tmp_path, name):
 
 
 def test_missing_or_empty_pixel_data_is_refused_clearly(tmp_path):
-    path = build(tmp_path / "header_only.dcm", None, Rows=8, Columns=8)
+    path = write_dicom(tmp_path / "header_only.dcm", None, Rows=8, Columns=8)
     with pytest.raises(ImageReadError, match="has no pixel data .*it is not an image"):
         read_dicom(path)
-    empty = edit(build(tmp_path / "empty.dcm", RAMP), lambda ds: setattr(ds, "PixelData", b""))
+    empty = edit(write_dicom(tmp_path / "empty.dcm", RAMP), lambda ds: setattr(ds, "PixelData", b""))
     with pytest.raises(ImageReadError, match="empty.dcm: .*pixel data"):
         read_dicom(empty)
-    short = edit(build(tmp_path / "short.dcm", RAMP), lambda ds: setattr(ds, "PixelData", ds.PixelData[:10]))
+    short = edit(write_dicom(tmp_path / "short.dcm", RAMP), lambda ds: setattr(ds, "PixelData", ds.PixelData[:10]))
     with pytest.raises(ImageReadError, match="short.dcm: pixel data is truncated"):
         read_dicom(short)
     (tmp_path / "zero.dcm").write_bytes(b"")
@@ -102,7 +81,7 @@ def test_missing_or_empty_pixel_data_is_refused_clearly(tmp_path):
 # photometric interpretation
 # --------------------------------------------------------------------------
 def test_missing_photometric_interpretation_is_monochrome2_with_a_warning(tmp_path):
-    reference = read_dicom(build(tmp_path / "m2.dcm", RAMP)).pixels
+    reference = read_dicom(write_dicom(tmp_path / "m2.dcm", RAMP)).pixels
     for blank in (None, ""):
         def change(ds, blank=blank):
             if blank is None:
@@ -110,7 +89,7 @@ def test_missing_photometric_interpretation_is_monochrome2_with_a_warning(tmp_pa
             else:
                 ds.PhotometricInterpretation = blank
 
-        path = edit(build(tmp_path / "nopi.dcm", RAMP), change)
+        path = edit(write_dicom(tmp_path / "nopi.dcm", RAMP), change)
         with pytest.warns(UserWarning, match="no PhotometricInterpretation; assuming MONOCHROME2"):
             radiograph = read_dicom(path)
         np.testing.assert_array_equal(radiograph.pixels, reference)
@@ -118,20 +97,20 @@ def test_missing_photometric_interpretation_is_monochrome2_with_a_warning(tmp_pa
 
 
 def test_odd_photometric_interpretations(tmp_path):
-    inverted = read_dicom(build(tmp_path / "m1.dcm", RAMP, photometric="MONOCHROME1")).pixels
+    inverted = read_dicom(write_dicom(tmp_path / "m1.dcm", RAMP, photometric="MONOCHROME1")).pixels
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # pydicom: invalid CS value
-        sloppy = edit(build(tmp_path / "lower.dcm", RAMP),
+        sloppy = edit(write_dicom(tmp_path / "lower.dcm", RAMP),
                       lambda ds: setattr(ds, "PhotometricInterpretation", " monochrome1"))
         radiograph = read_dicom(sloppy)
     np.testing.assert_array_equal(radiograph.pixels, inverted)
     assert radiograph.metadata["inverted"]
-    unknown = edit(build(tmp_path / "m3.dcm", RAMP),
+    unknown = edit(write_dicom(tmp_path / "m3.dcm", RAMP),
                    lambda ds: setattr(ds, "PhotometricInterpretation", "MONOCHROME3"))
     message = r"unknown PhotometricInterpretation 'MONOCHROME3'.*\(0028,0004\)"
     with pytest.raises(ImageReadError, match=message):
         read_dicom(unknown)
-    palette = edit(build(tmp_path / "pal.dcm", RAMP),
+    palette = edit(write_dicom(tmp_path / "pal.dcm", RAMP),
                    lambda ds: setattr(ds, "PhotometricInterpretation", "PALETTE COLOR"))
     with pytest.raises(ImageReadError, match="pal.dcm: .*Palette Color Lookup Table"):
         read_dicom(palette)
@@ -150,7 +129,7 @@ def test_odd_photometric_interpretations(tmp_path):
     ],
 )
 def test_signed_and_sixteen_bit_extremes_scale_exactly(tmp_path, array, bits):
-    radiograph = read_dicom(build(tmp_path / "x.dcm", array, bits_stored=bits))
+    radiograph = read_dicom(write_dicom(tmp_path / "x.dcm", array, bits_stored=bits))
     values = array.astype(np.float64)
     expected = (values - values.min()) / (values.max() - values.min())
     np.testing.assert_allclose(assert_image(radiograph), expected, atol=1e-6)
@@ -158,7 +137,7 @@ def test_signed_and_sixteen_bit_extremes_scale_exactly(tmp_path, array, bits):
 
 
 def test_stored_bits_beyond_bits_stored_still_give_an_image(tmp_path):
-    path = build(tmp_path / "garbage_bits.dcm", np.array([[0, 4095], [1, 2]], np.uint16), bits_stored=12)
+    path = write_dicom(tmp_path / "garbage_bits.dcm", np.array([[0, 4095], [1, 2]], np.uint16), bits_stored=12)
     edit(path, lambda ds: setattr(ds, "PixelData", np.array([[0, 65535], [1, 2]], np.uint16).tobytes()))
     assert_image(read_dicom(path), (2, 2))
 
@@ -166,7 +145,7 @@ def test_stored_bits_beyond_bits_stored_still_give_an_image(tmp_path):
 def test_multi_frame_selection_and_inconsistent_frame_counts(tmp_path):
     ramp = np.arange(16, dtype=np.uint16) * 100
     frames = np.stack([np.roll(ramp, 5 * k).reshape(4, 4) for k in range(3)])  # all distinct
-    path = build(tmp_path / "frames.dcm", frames)
+    path = write_dicom(tmp_path / "frames.dcm", frames)
     with pytest.warns(UserWarning, match="3 frames; using the first"):
         first = read_dicom(path)
     for k in range(3):
@@ -187,16 +166,16 @@ def test_multi_frame_selection_and_inconsistent_frame_counts(tmp_path):
 
 
 def test_voi_arguments_and_windows_that_cannot_apply(tmp_path):
-    path = build(tmp_path / "w.dcm", RAMP)
+    path = write_dicom(tmp_path / "w.dcm", RAMP)
     for bad in ["bogus", (float("nan"), 5), ("a", "b"), (0, 0.5), (1e300, 10), (0, 1, 2)]:
         with pytest.raises(ImageReadError, match="voi must be 'auto', 'minmax' or \\(center, width\\)"):
             read_dicom(path, voi=bad)
     for center, width in [(1e300, 1e300), (5, 0), (5, -3), (5, 0.5)]:
-        odd = build(tmp_path / "odd.dcm", RAMP, WindowCenter=center, WindowWidth=width)
+        odd = write_dicom(tmp_path / "odd.dcm", RAMP, WindowCenter=center, WindowWidth=width)
         radiograph = read_dicom(odd)
         assert radiograph.metadata["voi"].startswith("min-max (ignored invalid window")
         assert_image(radiograph)
-    huge_slope = build(tmp_path / "slope.dcm", RAMP, RescaleSlope=1e38)
+    huge_slope = write_dicom(tmp_path / "slope.dcm", RAMP, RescaleSlope=1e38)
     with pytest.raises(ImageReadError, match="NaN or Inf"):
         read_dicom(huge_slope)
 
@@ -217,7 +196,7 @@ def test_a_4000_square_16_bit_radiograph_loads_with_bounded_memory(tmp_path):
     array = np.random.default_rng(0).integers(0, 4096, (4000, 4000), dtype=np.uint16)
     array[0, :2] = 0, 4095  # the full 12-bit range
     buffer = array.nbytes  # 32 MB
-    windowed = build(tmp_path / "big.dcm", array, bits_stored=12, WindowCenter=2048, WindowWidth=4096)
+    windowed = write_dicom(tmp_path / "big.dcm", array, bits_stored=12, WindowCenter=2048, WindowWidth=4096)
     lut = Dataset()
     lut.LUTDescriptor = [4096, 0, 16]
     lut.LUTData = np.arange(0, 65536, 16, dtype=np.uint16).tobytes()  # entry v holds 16 v
@@ -227,7 +206,7 @@ def test_a_4000_square_16_bit_radiograph_loads_with_bounded_memory(tmp_path):
         ds.VOILUTSequence[0]["LUTDescriptor"].VR = "US"
         ds.VOILUTSequence[0]["LUTData"].VR = "OW"
 
-    looked_up = edit(build(tmp_path / "lut.dcm", array, bits_stored=12), add_lut)
+    looked_up = edit(write_dicom(tmp_path / "lut.dcm", array, bits_stored=12), add_lut)
     top = array[:300].astype(np.float64)  # more than one block of rows for the LUT
     del array
     expected = {
@@ -260,7 +239,7 @@ SYNTAXES = {
 def test_compressed_data_names_the_missing_decoder_or_is_called_damaged(tmp_path, uid):
     from pydicom.pixels import get_decoder
 
-    path = build(tmp_path / "c.dcm", None, syntax=uid, Rows=8, Columns=8, SamplesPerPixel=1,
+    path = write_dicom(tmp_path / "c.dcm", None, syntax=uid, Rows=8, Columns=8, SamplesPerPixel=1,
                  PhotometricInterpretation="MONOCHROME2", BitsAllocated=16, BitsStored=12,
                  HighBit=11, PixelRepresentation=0)
     def add_frame(ds):

@@ -6,10 +6,10 @@ import warnings
 import numpy as np
 import pydicom
 import pytest
+from helpers import write_dicom
 from PIL import Image
 from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from pydicom.dataset import Dataset
 
 from captum_matex.data import ImageReadError, Radiograph, image_size, read_dicom, read_image
 
@@ -17,25 +17,6 @@ from captum_matex.data import ImageReadError, Radiograph, image_size, read_dicom
 @pytest.fixture(scope="module")
 def chest():
     return read_image(get_testdata_file("RG1_UNCI.dcm"))
-
-
-def make_dicom(path, array, photometric="MONOCHROME2", bits_stored=None, **elements):
-    """A minimal uncompressed grey DICOM file holding ``array``."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
-    bits = bits_stored or array.dtype.itemsize * 8
-    ds.set_pixel_data(array, photometric_interpretation=photometric, bits_stored=bits)
-    for key, value in elements.items():
-        setattr(ds, key, value)
-    ds.save_as(path, enforce_file_format=True)
-    return path
 
 
 def test_real_chest_radiograph_is_inverted_so_lungs_are_dark(chest):
@@ -138,7 +119,7 @@ def test_truncated_files_are_refused_clearly(tmp_path):
 def test_signed_data_with_rescale_and_window(tmp_path):
     # 12-bit signed CT-like data, rescale to HU, lung window
     stored = np.array([[-2000, -1000], [0, 2000]], dtype=np.int16)
-    path = make_dicom(tmp_path / "ct.dcm", stored, bits_stored=12, RescaleSlope=0.5,
+    path = write_dicom(tmp_path / "ct.dcm", stored, bits_stored=12, RescaleSlope=0.5,
                       RescaleIntercept=-24.0, WindowCenter=-524, WindowWidth=1001)
     radiograph = read_dicom(path)
     hu = stored * 0.5 - 24  # -1024, -524, -24, 976
@@ -153,12 +134,12 @@ def test_signed_data_with_rescale_and_window(tmp_path):
 
 def test_eight_and_sixteen_bit_monochrome1_and_sigmoid(tmp_path):
     ramp8 = np.arange(256, dtype=np.uint8).reshape(16, 16)
-    plain = read_dicom(make_dicom(tmp_path / "m2.dcm", ramp8))
-    inverted = read_dicom(make_dicom(tmp_path / "m1.dcm", ramp8, photometric="MONOCHROME1"))
+    plain = read_dicom(write_dicom(tmp_path / "m2.dcm", ramp8))
+    inverted = read_dicom(write_dicom(tmp_path / "m1.dcm", ramp8, photometric="MONOCHROME1"))
     np.testing.assert_allclose(plain.pixels, ramp8 / 255, atol=1e-6)
     np.testing.assert_allclose(inverted.pixels, 1 - ramp8 / 255, atol=1e-6)
     ramp16 = (np.arange(256, dtype=np.uint16) * 257).reshape(16, 16)
-    sigmoid = read_dicom(make_dicom(tmp_path / "s.dcm", ramp16, WindowCenter=32768,
+    sigmoid = read_dicom(write_dicom(tmp_path / "s.dcm", ramp16, WindowCenter=32768,
                                     WindowWidth=20000, VOILUTFunction="SIGMOID"))
     assert sigmoid.pixels[8, 0] == pytest.approx(0.5, abs=0.01)
     assert np.all(np.diff(sigmoid.pixels.ravel()) >= 0)
@@ -171,7 +152,7 @@ def test_voi_lut_sequence_applies_after_the_rescale(tmp_path):
     lut.LUTDescriptor = [4, 10, 8]  # 4 entries, first input value 10, 8 bits
     lut.LUTData = [0, 51, 102, 255]
     stored = np.array([[0, 1], [2, 9]], dtype=np.uint16)
-    path = make_dicom(tmp_path / "lut.dcm", stored, RescaleIntercept=10, RescaleSlope=1)
+    path = write_dicom(tmp_path / "lut.dcm", stored, RescaleIntercept=10, RescaleSlope=1)
     ds = pydicom.dcmread(path)
     ds.VOILUTSequence = Sequence([lut])
     ds["VOILUTSequence"][0]["LUTDescriptor"].VR = "US"
@@ -183,7 +164,7 @@ def test_voi_lut_sequence_applies_after_the_rescale(tmp_path):
 
 
 def test_flat_image_is_zero(tmp_path):
-    flat = read_dicom(make_dicom(tmp_path / "flat.dcm", np.full((4, 4), 7, np.uint16)))
+    flat = read_dicom(write_dicom(tmp_path / "flat.dcm", np.full((4, 4), 7, np.uint16)))
     assert np.all(flat.pixels == 0)
 
 
