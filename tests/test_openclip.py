@@ -178,3 +178,22 @@ def test_full_size_biomedclip_architecture(tmp_path):
     assert adapter.num_layers == 12 and adapter.image_size == (224, 224)
     images = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     _matex_score_is_open_clips_cosine(model, make_tokenizer(), images, PHRASES[:1])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", ["matex", "chefer", "m2ib"])
+def test_methods_on_cuda_match_the_cpu(name, family, images):
+    model, tokenizer, _ = family
+    on_cpu = baselines.get(name)(model, tokenizer, **FAST.get(name, {})).attribute(
+        images, (PHRASES[:2],))
+    gpu_model = model.cuda()
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        on_gpu = baselines.get(name)(gpu_model, tokenizer, **FAST.get(name, {})).attribute(
+            images.cuda(), (PHRASES[:2],))
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+    assert on_gpu.device.type == "cuda" and torch.isfinite(on_gpu).all()
+    if name != "m2ib":  # M2IB's noise comes from the device's generator
+        assert (on_gpu.cpu() - on_cpu).abs().max().item() <= 1e-3
