@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 import torch
 
+from captum_matex.loading import MODEL_HELP
+
 if TYPE_CHECKING:
     from captum_matex.data.geometry import Geometry
     from captum_matex.data.images import Radiograph
@@ -27,6 +29,7 @@ PROGRESS_AFTER = 3
 DISPLAY_MAX = 1024
 #: ``--mode`` choices (see :func:`captum_matex.data.geometry.prepare`).
 MODES = ("letterbox", "processor")
+
 
 
 def _slug(text: str) -> str:
@@ -54,10 +57,10 @@ def _load_model(path: str | None, device: str):
 
         model, processor = phantom_clip()
         return model.to(device), processor, "embedded phantom_clip"
-    from captum_matex.loading import ModelLoadError, load_clip
+    from captum_matex.loading import ModelLoadError, load_model
 
     try:
-        model, processor = load_clip(path, device)
+        model, processor = load_model(path, device)
     except ModelLoadError as exc:
         raise CLIError(str(exc)) from exc
     return model, processor, path
@@ -326,8 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("image", help="PNG, JPEG or DICOM radiograph")
     ex.add_argument("phrases", nargs="*", help="phrase(s) to explain")
     ex.add_argument("--phrase", action="append", help="another phrase (repeatable)")
-    ex.add_argument("--model", help="transformers CLIP directory (safetensors weights) or hub "
-                    "name (default: the embedded phantom model)")
+    ex.add_argument("--model", help=MODEL_HELP)
     ex.add_argument("--method", default="matex", help="explanation method (default: matex)")
     ex.add_argument("--mode", choices=MODES, default="letterbox",
                     help="letterbox: fit the whole image and pad (default); processor: the "

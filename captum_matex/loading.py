@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from captum_matex.data.geometry import InputSpec
+
 #: Weight files that are Python pickles: loading one can run arbitrary code.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+#: Name prefixes open_clip resolves: the Hugging Face hub and a local folder.
+OPEN_CLIP_SCHEMAS = ("hf-hub:", "local-dir:")
+
+#: What ``--model`` accepts on the command line (:func:`load_model`).
+MODEL_HELP = (
+    "transformers CLIP directory (safetensors weights) or hub name, or an open_clip model "
+    "(hf-hub:NAME, local-dir:PATH or a folder with open_clip_config.json; needs the openclip "
+    "extra); default: the embedded phantom model"
+)
 
 
 class ModelLoadError(RuntimeError):
@@ -75,3 +88,125 @@ def load_clip(name_or_path: str | Path, device: str = "cpu") -> tuple[nn.Module,
             "same directory"
         )
     return model.to(device).eval(), processor
+
+
+@dataclass
+class OpenCLIPProcessor:
+    r"""An open_clip model's tokenizer and evaluation preprocessing, in the
+    form the explainers (``tokenizer``) and
+    :func:`~captum_matex.data.geometry.prepare` (``image_processor``) read.
+
+    Attributes:
+        tokenizer: open_clip's tokenizer for the model.
+        image_processor: the resize, centre crop and normalisation of the
+            model's evaluation transform.
+    """
+
+    tokenizer: Any
+    image_processor: InputSpec
+
+
+def load_model(name_or_path: str | Path, device: str = "cpu") -> tuple[nn.Module, Any]:
+    r"""Load a supported image-text model and its processor.
+
+    open_clip models (``hf-hub:`` and ``local-dir:`` names, or a folder with
+    an ``open_clip_config.json``) go to :func:`load_open_clip`, everything
+    else to :func:`load_clip`.
+
+    Args:
+        name_or_path: a model directory or hub name, e.g.
+            ``"openai/clip-vit-base-patch16"`` or
+            ``"hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"``.
+        device: where to put the model.
+
+    Returns:
+        ``(model, processor)``; the model is in eval mode.
+
+    Raises:
+        ModelLoadError: nothing loadable was found; the message says why.
+    """
+    source = str(name_or_path)
+    if source.startswith(OPEN_CLIP_SCHEMAS) or (
+        Path(source).expanduser() / "open_clip_config.json"
+    ).is_file():
+        return load_open_clip(source, device)
+    return load_clip(source, device)
+
+
+def load_open_clip(name: str, device: str = "cpu") -> tuple[nn.Module, OpenCLIPProcessor]:
+    r"""Load an open_clip model (BiomedCLIP, open_clip ViTs) with its tokenizer
+    and preprocessing; needs the ``openclip`` extra.
+
+    Pickled checkpoints (BiomedCLIP ships ``open_clip_pytorch_model.bin``)
+    are read by open_clip with ``torch.load(weights_only=True)``, which
+    refuses anything but tensors and plain containers.
+
+    Args:
+        name: ``"hf-hub:org/name"`` (needs internet), ``"local-dir:PATH"`` or
+            a folder holding ``open_clip_config.json`` and the weights (the
+            hub layout, e.g. a downloaded snapshot).
+        device: where to put the model.
+
+    Returns:
+        ``(model, processor)``: the model in eval mode and an
+        :class:`OpenCLIPProcessor`.
+
+    Raises:
+        ModelLoadError: open_clip is not installed, the folder or its config
+            or weights are missing, or the preprocessing cannot be reproduced.
+    """
+    try:
+        import open_clip
+    except ImportError as exc:
+        raise ModelLoadError(
+            f"{name}: open_clip models need the openclip extra "
+            "(pip install 'captum_matex[openclip]')"
+        ) from exc
+    source = name if name.startswith(OPEN_CLIP_SCHEMAS) else f"local-dir:{name}"
+    if source.startswith("local-dir:"):
+        folder = Path(source[len("local-dir:"):]).expanduser()
+        if not (folder / "open_clip_config.json").is_file():
+            raise ModelLoadError(
+                f"{folder}: no open_clip_config.json; pass the folder of an open_clip model "
+                "in the hub layout (open_clip_config.json and its weights)"
+            )
+        source = f"local-dir:{folder}"
+    try:
+        model = open_clip.create_model(
+            source, device=device, require_pretrained=True, weights_only=True
+        )
+        tokenizer = open_clip.get_tokenizer(source)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ModelLoadError(f"cannot load an open_clip model from {name!r}: {exc}") from exc
+    spec = _open_clip_spec(open_clip.get_model_preprocess_cfg(model), name)
+    return model.eval(), OpenCLIPProcessor(tokenizer, spec)
+
+
+def _open_clip_spec(cfg: dict, name: str) -> InputSpec:
+    r"""The :class:`InputSpec` of open_clip's evaluation transform: resize
+    (shortest edge, then square centre crop; or ``"squash"`` to the size), ``ToTensor``
+    and normalisation. torchvision rounds odd crop margins where transformers
+    floors them, so ``mode="processor"`` may sit one pixel off; the default
+    letterbox mode does not crop."""
+    size = cfg.get("size", 224)
+    height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    resize_mode = cfg.get("resize_mode", "shortest")
+    if resize_mode == "squash":
+        resize: dict[str, int] = {"height": height, "width": width}
+        crop = None
+    elif resize_mode == "shortest" and height == width:
+        resize, crop = {"shortest_edge": height}, (height, width)
+    else:
+        raise ModelLoadError(
+            f"{name}: open_clip's resize_mode {resize_mode!r} to {(height, width)} is not "
+            "reproduced (square 'shortest' and 'squash' are)"
+        )
+    return InputSpec(
+        size=resize,
+        crop_size=crop,
+        input_size=(height, width),
+        resample=cfg.get("interpolation", "bicubic"),
+        pad_rounding="floor",
+        mean=tuple(cfg.get("mean", (0.48145466, 0.4578275, 0.40821073))),
+        std=tuple(cfg.get("std", (0.26862954, 0.26130258, 0.27577711))),
+    )

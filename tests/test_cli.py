@@ -1,5 +1,6 @@
 """The ``matex`` console script, run in-process through ``main``."""
 
+import importlib.util
 import io
 import json
 import sys
@@ -253,6 +254,17 @@ def test_a_checkpoint_without_image_processor_is_refused(tiny_clip_dirs):
 
     with pytest.raises(ModelLoadError, match="(?i)image processor"):
         load_clip(tiny_clip_dirs["text_only"])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("open_clip") is not None,
+                    reason="open_clip is installed (its loading is tested in test_openclip.py)")
+def test_an_open_clip_model_without_the_extra_names_the_install(tmp_path, capsys):
+    chest = tmp_path / "chest.png"
+    Image.fromarray(np.zeros((40, 40), np.uint8)).save(chest)
+    name = "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
+    assert main(["explain", str(chest), "effusion", "--model", name,
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "pip install 'captum_matex[openclip]'" in capsys.readouterr().err
 
 
 def test_demo_writes_figures_and_a_pointing_game_table(tmp_path, capsys):

@@ -7,14 +7,30 @@ import pytest
 open_clip = pytest.importorskip("open_clip")
 timm = pytest.importorskip("timm")
 
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from conftest import PHRASES, make_tokenizer  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
+from PIL import Image  # noqa: E402
+from pydicom.data import get_testdata_file  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
 from transformers import BertConfig  # noqa: E402
 
 from captum_matex import MATEX, baselines  # noqa: E402
 from captum_matex.adapters import OpenCLIPAdapter, TimmOpenCLIPAdapter, get_adapter  # noqa: E402
+from captum_matex.cli import main  # noqa: E402
+from captum_matex.data import read_image  # noqa: E402
+from captum_matex.data.geometry import prepare  # noqa: E402
+from captum_matex.loading import (  # noqa: E402
+    ModelLoadError,
+    OpenCLIPProcessor,
+    load_model,
+    load_open_clip,
+)
 
 # small settings for the costly methods; every other method runs with its defaults
 FAST = {
@@ -197,3 +213,111 @@ def test_methods_on_cuda_match_the_cpu(name, family, images):
     assert on_gpu.device.type == "cuda" and torch.isfinite(on_gpu).all()
     if name != "m2ib":  # M2IB's noise comes from the device's generator
         assert (on_gpu.cpu() - on_cpu).abs().max().item() <= 1e-3
+
+
+# --------------------------------------------------------------------------
+# loading from the hub layout (open_clip_config.json + weights + tokenizer)
+# --------------------------------------------------------------------------
+PREPROCESS = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "interpolation": "bilinear"}
+
+
+def save_hub_folder(folder: Path, model_cfg: dict, preprocess_cfg: dict, tokenizer=None,
+                    seed: int = 0) -> tuple[Path, nn.Module]:
+    r"""Write a random model in the layout of a hub snapshot; return the folder and the model."""
+    torch.manual_seed(seed)
+    model = open_clip.create_model(
+        "local-dir:" + str(_write_config(folder, model_cfg, preprocess_cfg)),
+        require_pretrained=False, pretrained_text=False,
+    ).eval()
+    save_file(model.state_dict(), folder / "open_clip_model.safetensors")
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
+    return folder, model
+
+
+def _write_config(folder: Path, model_cfg: dict, preprocess_cfg: dict) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}
+    (folder / "open_clip_config.json").write_text(json.dumps(config))
+    return folder
+
+
+OPEN_CLIP_VIT_CFG = dict(
+    embed_dim=16,
+    vision_cfg=dict(image_size=32, patch_size=8, width=32, layers=2, head_width=16),
+    text_cfg=dict(context_length=16, width=32, heads=2, layers=1),
+)
+
+
+def biomedclip_cfg(folder: Path) -> dict:
+    """BiomedCLIP's configuration with a small timm ViT and a one-layer BERT."""
+    return dict(
+        embed_dim=16,
+        vision_cfg=dict(timm_model_name="vit_tiny_patch16_224", timm_model_pretrained=False,
+                        timm_pool="", timm_proj="linear", image_size=224),
+        text_cfg=dict(hf_model_name=str(folder), hf_tokenizer_name=str(folder),
+                      hf_proj_type="mlp", hf_pooler_type="cls_last_hidden_state_pooler",
+                      context_length=16),
+    )
+
+
+@pytest.fixture(params=["open_clip_vit", "timm_vit"])
+def hub_folder(request, tmp_path):
+    folder = tmp_path / request.param
+    if request.param == "open_clip_vit":
+        return save_hub_folder(folder, OPEN_CLIP_VIT_CFG, PREPROCESS)
+    BertConfig(
+        vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=16, pad_token_id=0,
+    ).save_pretrained(folder)
+    return save_hub_folder(folder, biomedclip_cfg(folder), PREPROCESS, make_tokenizer())
+
+
+def test_load_model_reads_a_hub_snapshot_folder(hub_folder):
+    folder, original = hub_folder
+    radiograph = read_image(get_testdata_file("RG1_UNCI.dcm"))
+    for name in (str(folder), f"local-dir:{folder}"):
+        model, processor = load_model(name)
+        assert isinstance(processor, OpenCLIPProcessor)
+        assert type(get_adapter(model, processor)) in (OpenCLIPAdapter, TimmOpenCLIPAdapter)
+        loaded, saved = model.state_dict(), original.state_dict()
+        assert loaded.keys() == saved.keys()
+        assert all(torch.equal(loaded[k], saved[k]) for k in saved)
+        spec = processor.image_processor
+        assert spec.mean == (0.5, 0.5, 0.5) and spec.std == (0.25, 0.25, 0.25)
+        assert spec.resample == "bilinear" and spec.input_size == get_adapter(model).image_size
+    pixels, _ = prepare([radiograph], processor)
+    assert pixels.shape[-2:] == spec.input_size
+    # a mid-grey pixel is normalised with the folder's mean and std
+    assert prepare([np.full((8, 8), 0.5)], processor)[0].abs().max() < 0.02
+    _matex_score_is_open_clips_cosine(model, processor.tokenizer, pixels, PHRASES[:1])
+
+
+def test_explain_command_with_an_open_clip_folder(hub_folder, tmp_path):
+    folder, _ = hub_folder
+    image = tmp_path / "chest.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 50), dtype=np.uint8)).save(image)
+    out = tmp_path / "out"
+    assert main(["explain", str(image), "left pleural effusion", "--model", str(folder),
+                 "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model"] == str(folder)
+    heat = np.load(out / summary["phrases"][0]["files"][1])
+    assert heat.shape == (60, 50) and np.isfinite(heat).all() and heat.max() > 0
+
+
+def test_open_clip_folders_that_cannot_load_are_refused_clearly(tmp_path, capsys):
+    with pytest.raises(ModelLoadError, match="no open_clip_config.json"):
+        load_open_clip(str(tmp_path))
+    weightless = _write_config(tmp_path / "weightless", OPEN_CLIP_VIT_CFG, PREPROCESS)
+    with pytest.raises(ModelLoadError, match="cannot load an open_clip model"):
+        load_model(weightless)
+    folder, _ = save_hub_folder(tmp_path / "longest", OPEN_CLIP_VIT_CFG,
+                                {**PREPROCESS, "resize_mode": "longest"})
+    with pytest.raises(ModelLoadError, match="resize_mode 'longest'"):
+        load_model(folder)
+    image = tmp_path / "chest.png"
+    Image.fromarray(np.zeros((40, 40), np.uint8)).save(image)
+    assert main(["explain", str(image), "effusion", "--model", str(folder),
+                 "--out", str(tmp_path / "out")]) == 2
+    assert "resize_mode 'longest'" in capsys.readouterr().err

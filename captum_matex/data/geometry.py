@@ -420,8 +420,10 @@ def input_spec(processor_or_size: Any, channels: int | None = None,
 
         processor_or_size: A transformers processor (its
             ``image_processor`` is used), an image processor, an
-            :class:`InputSpec` (returned as is), an ``int`` (square input)
-            or ``(height, width)``.
+            :class:`InputSpec` (returned as is), an object whose
+            ``image_processor`` is one (such as
+            :class:`~captum_matex.loading.OpenCLIPProcessor`), an ``int``
+            (square input) or ``(height, width)``.
         channels (int, optional): Output channels. Default: 3
         mean (sequence of float, optional): Normalisation mean (overrides
             the processor's). Default: the processor's, or none for a size.
@@ -450,6 +452,8 @@ def input_spec(processor_or_size: Any, channels: int | None = None,
             std=tuple(std) if std is not None else None, channels=channels or 3,
         )
     ip = getattr(processor_or_size, "image_processor", processor_or_size)
+    if isinstance(ip, InputSpec):  # e.g. an OpenCLIPProcessor's
+        return ip
     if _get(ip, "do_pad"):
         raise ValueError(
             f"{type(ip).__name__} pads (do_pad=True); only resize and centre crop are reproduced"

@@ -14,6 +14,7 @@ from captum_matex.evaluation.runner import (
     BenchmarkError,
     run_benchmark,
 )
+from captum_matex.loading import MODEL_HELP
 
 
 def _methods(text: str) -> list[str]:
@@ -46,8 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--methods", type=_methods, default=list(DEFAULT_METHODS),
                         help="comma-separated method names (default: MATEX, its ablations, "
                         "prior_only and the baselines)")
-    parser.add_argument("--model", help="transformers CLIP directory or hub name "
-                        "(default: the embedded phantom model)")
+    parser.add_argument("--model", help=MODEL_HELP)
     parser.add_argument("--mode", choices=["letterbox", "processor"], default="letterbox",
                         help="how images become model inputs (default: letterbox)")
     parser.add_argument("--batch-size", type=int, default=8)

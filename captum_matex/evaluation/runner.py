@@ -49,8 +49,9 @@ class BenchmarkConfig:
         split: data split.
         limit: number of image-phrase pairs (``None``: all).
         methods: registered method names (:func:`captum_matex.baselines.available`).
-        model: transformers CLIP directory or hub name; ``None`` is the embedded
-            phantom model.
+        model: what :func:`~captum_matex.loading.load_model` loads (a
+            transformers CLIP or an open_clip model, folder or hub name);
+            ``None`` is the embedded phantom model.
         root: MS-CXR folder (``dataset="mscxr"``).
         csv: MS-CXR release CSV when not in ``root``.
         mode: ``"letterbox"`` or ``"processor"`` (see :func:`~captum_matex.data.geometry.prepare`).
@@ -140,9 +141,9 @@ def _load_model(config: BenchmarkConfig, device: str):
 
         model, processor = phantom_clip()
     else:
-        from captum_matex.loading import load_clip
+        from captum_matex.loading import load_model
 
-        model, processor = load_clip(config.model, device)
+        model, processor = load_model(config.model, device)
     return model.to(device), processor
 
 
