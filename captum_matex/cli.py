@@ -127,20 +127,24 @@ def _model_input(radiograph: Radiograph, processor: Any, mode: str,
     return pixels, geometries[0]
 
 
-def _explain_batch(explainer: Any, pixels: torch.Tensor,
+def _explain_batch(explainer: Any, image: torch.Tensor,
                    phrases: list[str]) -> tuple[torch.Tensor, list[float], Any]:
     r"""
-    Maps on the input grid, scores and MATEX diagnostics (or None) for ``phrases``.
+    Maps on the input grid (one row per phrase), scores and MATEX diagnostics
+    (or None) for ``phrases`` on the one image ``image`` ``(1, C, H, W)``.
 
-    ``pixels`` is one image expanded to ``len(phrases)`` rows (a view, no copy).
+    MATEX runs the image tower once for all phrases
+    (:meth:`~captum_matex.MATEX.attribute_phrases`); other methods explain
+    the image repeated once per phrase (a view, no copy).
     """
     from captum_matex import MATEX
 
     if isinstance(explainer, MATEX):
-        maps, diagnostics = explainer.attribute(
-            pixels, (phrases,), output="pixel", return_diagnostics=True
+        maps, diagnostics = explainer.attribute_phrases(
+            image, phrases, output="pixel", return_diagnostics=True
         )
-        return maps, diagnostics.score.tolist(), diagnostics
+        return maps[0], diagnostics.score.tolist(), diagnostics
+    pixels = image.expand(len(phrases), -1, -1, -1)
     maps = explainer.attribute(pixels, (phrases,), output="pixel")
     with torch.no_grad():
         scores = explainer.forward_func(pixels, phrases).tolist()
@@ -190,8 +194,7 @@ def _explain_chunk(explainer: Any, image: torch.Tensor, geometry: Geometry, phra
     from captum_matex.data.geometry import maps_to_original
     from captum_matex.viz import diagnostics_figure, overlay_figure
 
-    pixels = image.expand(len(phrases), -1, -1, -1)
-    maps, scores, diagnostics = _explain_batch(explainer, pixels, phrases)
+    maps, scores, diagnostics = _explain_batch(explainer, image, phrases)
     originals = maps_to_original(maps.detach().float().cpu(), [geometry] * len(phrases))
     records = []
     for i, (phrase, stem, heat) in enumerate(zip(phrases, stems, originals)):
@@ -201,7 +204,7 @@ def _explain_chunk(explainer: Any, image: torch.Tensor, geometry: Geometry, phra
         _save(overlay_figure(backdrop, _for_display(heat), title), out / f"overlay_{stem}.png")
         files = [f"overlay_{stem}.png", f"map_{stem}.npy"]
         if diagnostics is not None:
-            _save(diagnostics_figure(diagnostics, i, pixels[i]), out / f"stages_{stem}.png")
+            _save(diagnostics_figure(diagnostics, i, image[0]), out / f"stages_{stem}.png")
             files.append(f"stages_{stem}.png")
         records.append({
             "phrase": phrase,
@@ -219,8 +222,9 @@ def explain(args: argparse.Namespace) -> dict:
 
     The image is read and preprocessed once (``--mode letterbox`` keeps the
     whole film; ``processor`` reproduces the model's resize and centre crop)
-    and explained for ``--batch-size`` phrases per pass (one batched pass of
-    the image tower, the image expanded without a copy). Every map is put back
+    and explained for ``--batch-size`` phrases per pass (MATEX: one pass of
+    the image tower and one backward pass per phrase; other methods: one
+    batched pass, the image expanded without a copy). Every map is put back
     on the original pixel grid. Writes into ``--out``, refusing to overwrite
     without ``--force``; file names are slugs of the phrases, so nothing is
     written elsewhere:

@@ -61,6 +61,33 @@ class MATEXDiagnostics:
     phrases: list[str] | None = None
     fused: Tensor | None = None
 
+    @staticmethod
+    def interleave(per_phrase: Sequence[MATEXDiagnostics]) -> MATEXDiagnostics:
+        r"""The diagnostics of ``K`` phrases (each over the same ``B`` images)
+        as one over ``B * K`` rows, row ``b * K + k`` for image ``b`` and
+        phrase ``k``: what :meth:`MATEX.attribute` gives on each image
+        repeated ``K`` times."""
+
+        def join(values: Sequence[Tensor | None]) -> Tensor | None:
+            return None if values[0] is None else torch.stack(list(values), 1).flatten(0, 1)
+
+        first = per_phrase[0]
+        return MATEXDiagnostics(
+            grid=first.grid,
+            score=join([d.score for d in per_phrase]),
+            per_layer=join([d.per_layer for d in per_phrase]),
+            layer_weights=join([d.layer_weights for d in per_phrase]),
+            rollouts=join([d.rollouts for d in per_phrase]),
+            rollout_depths=first.rollout_depths,
+            consistency=join([d.consistency for d in per_phrase]),
+            evidence=join([d.evidence for d in per_phrase]),
+            priors={name: join([d.priors[name] for d in per_phrase]) for name in first.priors},
+            phrases=None if first.phrases is None else [
+                d.phrases[b] for b in range(len(first.phrases)) for d in per_phrase
+            ],
+            fused=join([d.fused for d in per_phrase]),
+        )
+
 
 class MATEX(VisionLanguageAttribution):
     r"""MATEX explains which image regions make a vision-language model match a
@@ -209,7 +236,8 @@ class MATEX(VisionLanguageAttribution):
         phrases: Sequence[str] | Sequence[Sequence[str]],
         output: OutputKind = "image",
         anatomy_masks: Tensor | None = None,
-    ) -> Tensor:
+        return_diagnostics: bool = False,
+    ) -> Tensor | tuple[Tensor, MATEXDiagnostics]:
         r"""Explain ``K`` phrases for every image with one forward pass of the
         image tower (and one backward pass per phrase), instead of ``K``
         forward passes of :meth:`attribute` on repeated images.
@@ -221,10 +249,13 @@ class MATEX(VisionLanguageAttribution):
                 or ``(B, K, E)`` (the anatomical prior is then uniform).
             output: as in :meth:`attribute`.
             anatomy_masks: optional ``(B, H, W)`` region masks per image.
+            return_diagnostics: also return the diagnostics, over ``B * K``
+                rows (:meth:`MATEXDiagnostics.interleave`).
 
         Returns:
             ``(B, K, ...)``: the maps :meth:`attribute` gives for each
-            (image, phrase) pair, phrase ``k`` of image ``b`` at ``[b, k]``.
+            (image, phrase) pair, phrase ``k`` of image ``b`` at ``[b, k]``,
+            and the diagnostics if requested.
 
         Examples::
 
@@ -252,15 +283,16 @@ class MATEX(VisionLanguageAttribution):
                 trace.hidden_states = []
                 scores = F.cosine_similarity(image[:, None], embeddings.to(image), dim=-1)
                 relevances = block_relevance(trace, list(scores.unbind(1)), self.attention.block)
-        maps = []
+        maps, diagnostics = [], []
         with torch.no_grad():
             for k, relevance in enumerate(relevances):
                 trace_k = replace(trace, score=scores[:, k].detach(),
                                   text_embeddings=embeddings[:, k].detach())
                 phrases_k = [row[k] for row in per_image]
-                fused = self._fuse(trace_k, relevance, phrases_k, anatomy_masks, images).fused
-                maps.append(format_maps(fused, images, output))
-        return torch.stack(maps, 1)
+                diagnostics.append(self._fuse(trace_k, relevance, phrases_k, anatomy_masks, images))
+                maps.append(format_maps(diagnostics[-1].fused, images, output))
+        maps = torch.stack(maps, 1)
+        return (maps, MATEXDiagnostics.interleave(diagnostics)) if return_diagnostics else maps
 
     def _fuse(self, trace, relevance, phrases, anatomy_masks, images) -> MATEXDiagnostics:
         grid = trace.grid

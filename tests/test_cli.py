@@ -156,6 +156,22 @@ def test_many_phrases_show_progress_and_batches_keep_phrase_order(chest_png, tmp
                                    np.load(tmp_path / "whole" / b["files"][1]), atol=1e-5)
 
 
+def test_matex_explains_many_phrases_with_one_tower_pass_as_it_does_one_by_one(chest_png,
+                                                                              tmp_path):
+    phrases = ["left pleural effusion", "enlarged cardiac silhouette", "right upper lobe opacity"]
+    assert main(["explain", str(chest_png), *phrases, "--out", str(tmp_path / "together")]) == 0
+    together = _summary(tmp_path / "together")["phrases"]
+    for phrase, record in zip(phrases, together):
+        alone = tmp_path / phrase.replace(" ", "_")
+        assert main(["explain", str(chest_png), phrase, "--out", str(alone)]) == 0
+        (single,) = _summary(alone)["phrases"]
+        assert record["score"] == pytest.approx(single["score"], abs=1e-5)
+        assert record["layer_weights"] == pytest.approx(single["layer_weights"], abs=1e-5)
+        np.testing.assert_allclose(np.load(tmp_path / "together" / record["files"][1]),
+                                   np.load(alone / single["files"][1]), atol=1e-5)
+        assert record["files"][2].startswith("stages_")
+
+
 def test_phrases_cannot_write_outside_out(chest_png, tmp_path, monkeypatch):
     work = tmp_path / "a" / "b"
     work.mkdir(parents=True)

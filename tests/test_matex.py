@@ -237,6 +237,17 @@ def test_many_phrases_per_image_equal_separate_calls(clip_model, tokenizer, imag
     repeated = images.repeat_interleave(3, dim=0)
     separate = explainer.attribute(repeated, (phrases * 4,)).view(4, 3, *images.shape[1:])
     assertTensorAlmostEqual(None, maps, separate, delta=1e-5, mode="max")
+    _, diagnostics = explainer.attribute_phrases(images, phrases, return_diagnostics=True)
+    _, expected = explainer.attribute(repeated, (phrases * 4,), return_diagnostics=True)
+    assert diagnostics.phrases == expected.phrases == phrases * 4
+    assert diagnostics.rollout_depths == expected.rollout_depths
+    assert diagnostics.priors.keys() == expected.priors.keys() == {"anatomy", "text"}
+    for name in ("score", "per_layer", "layer_weights", "rollouts", "consistency",
+                 "evidence", "fused"):
+        assertTensorAlmostEqual(None, getattr(diagnostics, name), getattr(expected, name),
+                                delta=1e-5, mode="max")
+    for name, prior in expected.priors.items():
+        assertTensorAlmostEqual(None, diagnostics.priors[name], prior, delta=1e-5, mode="max")
     rows = [[PHRASES[i], "cardiomegaly"] for i in range(4)]
     per_image = explainer.attribute_phrases(images, rows, output="grid")
     assert per_image.shape == (4, 2, 1, 4, 4)
