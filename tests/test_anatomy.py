@@ -219,7 +219,7 @@ def test_output_contract() -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_output_follows_requested_and_mask_devices() -> None:
+def test_output_follows_requested_and_mask_devices_on_cuda() -> None:
     prior = AnatomicalPrior()
     assert prior(["heart"], GRID, device="cuda").device.type == "cuda"
     masks = torch.ones(1, 28, 28, device="cuda")
