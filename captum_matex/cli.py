@@ -31,7 +31,6 @@ DISPLAY_MAX = 1024
 MODES = ("letterbox", "processor")
 
 
-
 def _slug(text: str) -> str:
     r"""A file-name-safe stem (``[a-z0-9-]``, at most 40 characters) of ``text``."""
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "phrase"

@@ -178,35 +178,39 @@ def load_open_clip(name: str, device: str = "cpu") -> tuple[nn.Module, OpenCLIPP
         tokenizer = open_clip.get_tokenizer(source)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelLoadError(f"cannot load an open_clip model from {name!r}: {exc}") from exc
-    spec = _open_clip_spec(open_clip.get_model_preprocess_cfg(model), name)
-    return model.eval(), OpenCLIPProcessor(tokenizer, spec)
+    from open_clip.transform import PreprocessCfg, merge_preprocess_dict
+
+    # open_clip's own defaults fill what the model's config leaves out
+    cfg = PreprocessCfg(
+        **merge_preprocess_dict(PreprocessCfg(), open_clip.get_model_preprocess_cfg(model))
+    )
+    return model.eval(), OpenCLIPProcessor(tokenizer, _open_clip_spec(cfg, name))
 
 
-def _open_clip_spec(cfg: dict, name: str) -> InputSpec:
-    r"""The :class:`InputSpec` of open_clip's evaluation transform: resize
-    (shortest edge, then square centre crop; or ``"squash"`` to the size), ``ToTensor``
-    and normalisation. torchvision rounds odd crop margins where transformers
-    floors them, so ``mode="processor"`` may sit one pixel off; the default
-    letterbox mode does not crop."""
-    size = cfg.get("size", 224)
-    height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    resize_mode = cfg.get("resize_mode", "shortest")
-    if resize_mode == "squash":
+def _open_clip_spec(cfg: Any, name: str) -> InputSpec:
+    r"""The :class:`InputSpec` of open_clip's evaluation transform (``cfg``, an
+    ``open_clip.transform.PreprocessCfg``): resize (shortest edge, then square
+    centre crop; or ``"squash"`` to the size), ``ToTensor`` and normalisation.
+    torchvision rounds odd crop margins where transformers floors them, so
+    ``mode="processor"`` may sit one pixel off; the default letterbox mode
+    does not crop."""
+    height, width = (cfg.size, cfg.size) if isinstance(cfg.size, int) else map(int, cfg.size)
+    if cfg.resize_mode == "squash":
         resize: dict[str, int] = {"height": height, "width": width}
         crop = None
-    elif resize_mode == "shortest" and height == width:
+    elif cfg.resize_mode == "shortest" and height == width:
         resize, crop = {"shortest_edge": height}, (height, width)
     else:
         raise ModelLoadError(
-            f"{name}: open_clip's resize_mode {resize_mode!r} to {(height, width)} is not "
+            f"{name}: open_clip's resize_mode {cfg.resize_mode!r} to {(height, width)} is not "
             "reproduced (square 'shortest' and 'squash' are)"
         )
     return InputSpec(
         size=resize,
         crop_size=crop,
         input_size=(height, width),
-        resample=cfg.get("interpolation", "bicubic"),
+        resample=cfg.interpolation,
         pad_rounding="floor",
-        mean=tuple(cfg.get("mean", (0.48145466, 0.4578275, 0.40821073))),
-        std=tuple(cfg.get("std", (0.26862954, 0.26130258, 0.27577711))),
+        mean=tuple(cfg.mean),
+        std=tuple(cfg.std),
     )

@@ -76,6 +76,16 @@ def one_thread():
 
 
 @pytest.fixture
+def exact_float32():
+    """TF32 off on CUDA for the test: TF32 convolutions and matmuls would make
+    CUDA results differ from the CPU's by ~1e-3 relative."""
+    previous = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = previous
+
+
+@pytest.fixture
 def clip_model() -> CLIPModel:
     return make_clip()
 

@@ -16,7 +16,10 @@ from captum_matex import MATEX, baselines
 from captum_matex.cli import main
 from captum_matex.evaluation import BenchmarkConfig, run_benchmark
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+pytestmark = [
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+    pytest.mark.usefixtures("exact_float32"),
+]
 
 METHODS = baselines.available()
 #: methods drawing noise from the device's generator: CUDA and CPU draws differ
@@ -31,15 +34,6 @@ TEXT = PHRASES[:3]
 TOKENIZER = make_tokenizer()
 #: max |CUDA - CPU| on maps in [0, 1] with TF32 off (float32 on both)
 DEVICE_TOLERANCE = 1e-3
-
-
-@pytest.fixture(autouse=True)
-def _exact_float32():
-    """TF32 convolutions and matmuls would make CUDA differ from the CPU by ~1e-3 relative."""
-    previous = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = previous
 
 
 def explainer(name, model):

@@ -14,10 +14,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from conftest import PHRASES, make_tokenizer  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
 from PIL import Image  # noqa: E402
 from pydicom.data import get_testdata_file  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
 from transformers import BertConfig  # noqa: E402
 
 from captum_matex import MATEX, baselines  # noqa: E402
@@ -197,19 +197,14 @@ def test_full_size_biomedclip_architecture(tmp_path):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.usefixtures("exact_float32")
 @pytest.mark.parametrize("name", ["matex", "chefer", "m2ib"])
 def test_methods_on_cuda_match_the_cpu(name, family, images):
     model, tokenizer, _ = family
     on_cpu = baselines.get(name)(model, tokenizer, **FAST.get(name, {})).attribute(
         images, (PHRASES[:2],))
-    gpu_model = model.cuda()
-    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        on_gpu = baselines.get(name)(gpu_model, tokenizer, **FAST.get(name, {})).attribute(
-            images.cuda(), (PHRASES[:2],))
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+    on_gpu = baselines.get(name)(model.cuda(), tokenizer, **FAST.get(name, {})).attribute(
+        images.cuda(), (PHRASES[:2],))
     assert on_gpu.device.type == "cuda" and torch.isfinite(on_gpu).all()
     if name != "m2ib":  # M2IB's noise comes from the device's generator
         assert (on_gpu.cpu() - on_cpu).abs().max().item() <= 1e-3
