@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from captum_matex.adapters.base import VisionLanguageAdapter
+from captum_matex.adapters.base import VisionLanguageAdapter, model_device
 
 
 @dataclass
@@ -29,13 +29,16 @@ def check_images(images: Any, adapter: VisionLanguageAdapter) -> Tensor:
     r"""Validate a batch of pixel values for ``adapter``'s image tower.
 
     Raises:
-        TypeError / ValueError: with a message that names the fix.
+        TypeError / ValueError: with a message that names the fix (also for
+            images on the ``meta`` device or on another device than the
+            model's).
     """
     if not isinstance(images, Tensor):
         raise TypeError(
             f"images must be a torch.Tensor of shape (B, C, H, W), got "
             f"{type(images).__name__}; preprocess with the model's processor"
         )
+    _check_images_device(images, adapter)
     if images.ndim != 4:
         hint = " (add a batch dimension with images.unsqueeze(0))" if images.ndim == 3 else ""
         raise ValueError(
@@ -68,6 +71,72 @@ def check_images(images: Any, adapter: VisionLanguageAdapter) -> Tensor:
             f"images contain NaN or Inf pixels in sample(s) {bad}; clean or drop them"
         )
     return images
+
+
+def _check_images_device(images: Tensor, adapter: VisionLanguageAdapter) -> None:
+    r"""Refuse images on the ``meta`` device or on another device than the model's.
+
+    Raises:
+        ValueError: the images hold no data (``meta``), or the model sits
+            wholly on one device and the images on another; the message
+            names the ``.to(...)`` call that fixes it.
+    """
+    device = model_device(adapter.model)
+    target = "cpu" if device is None or device.type == "meta" else str(device)
+    if images.is_meta:
+        raise ValueError(
+            "images are on the 'meta' device, which holds no data; load real pixel "
+            "values (e.g. with the model's processor) and move them with "
+            f"images.to({target!r})"
+        )
+    if device is not None and device.type != "meta" and images.device != device:
+        raise ValueError(
+            f"images are on {str(images.device)!r} but the model is on {target!r}; "
+            f"move them with images.to({target!r}) (or the model with "
+            f"model.to({str(images.device)!r}))"
+        )
+
+
+def _check_text_tensor(text: Tensor) -> None:
+    r"""Refuse token ids or text embeddings on the ``meta`` device.
+
+    Raises:
+        ValueError: ``text`` holds no data; the message says how to make it.
+    """
+    if text.is_meta:
+        kind = "text embeddings" if text.is_floating_point() else "token ids"
+        raise ValueError(
+            f"the {kind} are on the 'meta' device, which holds no data; compute real "
+            "ones (token ids with the model's tokenizer, embeddings with its text "
+            "encoder, get_text_features) and move them with text.to(images.device)"
+        )
+
+
+def check_text_embeddings(embeddings: Tensor, adapter: VisionLanguageAdapter) -> Tensor:
+    r"""Validate text embeddings ``(..., E)`` for ``adapter``'s joint space.
+
+    Args:
+        embeddings: float text embeddings, the width ``E`` last.
+        adapter: the model's adapter (gives the expected width).
+
+    Returns:
+        Tensor: ``embeddings``, detached.
+
+    Raises:
+        ValueError: the embeddings are on the ``meta`` device, have the
+            wrong width, or are not finite.
+    """
+    _check_text_tensor(embeddings)
+    width = adapter.embedding_dim
+    if width is not None and embeddings.shape[-1] != width:
+        raise ValueError(
+            f"text embeddings have width {embeddings.shape[-1]} but the model's image-text "
+            f"embeddings have {width}; compute them with this model's text encoder "
+            "(get_text_features) or pass token ids"
+        )
+    if not bool(torch.isfinite(embeddings).all()):
+        raise ValueError("text embeddings contain NaN or Inf")
+    return embeddings.detach()
 
 
 def _phrases_from_strings(text: str | Sequence[str], batch: int) -> list[str]:
@@ -108,7 +177,8 @@ def resolve_text(
         TypeError / ValueError: with a message that names the fix (wrong
             count, empty or non-Unicode phrase, token ids outside the
             vocabulary or longer than the context, embeddings of the wrong
-            width or not finite, a tensor of the wrong shape or dtype).
+            width or not finite, a tensor of the wrong shape or dtype, or on
+            the ``meta`` device).
     """
     if isinstance(additional_forward_args, tuple):
         if len(additional_forward_args) != 1:
@@ -136,6 +206,7 @@ def resolve_text(
         raise TypeError(
             f"text must be token ids, text embeddings or strings, got {type(text).__name__}"
         )
+    _check_text_tensor(text)
     if text.dtype == torch.bool or text.is_complex():
         raise TypeError(
             f"text tensor has dtype {text.dtype}; pass token ids as integers "
@@ -153,16 +224,7 @@ def resolve_text(
         )
     text = text.to(device)
     if text.is_floating_point():
-        width = adapter.embedding_dim
-        if width is not None and text.shape[1] != width:
-            raise ValueError(
-                f"text embeddings have width {text.shape[1]} but the model's image-text "
-                f"embeddings have {width}; compute them with this model's text encoder "
-                "(get_text_features) or pass token ids"
-            )
-        if not bool(torch.isfinite(text).all()):
-            raise ValueError("text embeddings contain NaN or Inf")
-        return ResolvedText(text.detach(), None)
+        return ResolvedText(check_text_embeddings(text, adapter), None)
     if text.shape[1] > adapter.context_length:
         raise ValueError(
             f"token ids have length {text.shape[1]} but the text encoder's context "

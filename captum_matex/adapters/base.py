@@ -48,6 +48,93 @@ def _exclusive(model: nn.Module) -> Iterator[None]:
                 del _IN_USE[model]
 
 
+def _offloaded_prefixes(model: nn.Module) -> list[str]:
+    r"""Name prefixes of the submodules of ``model`` that carry an accelerate
+    hook (``_hf_hook``): their weights may sit on the ``meta`` device and are
+    loaded by the hook on every forward pass (CPU or disk offload)."""
+    return [
+        f"{name}." if name else ""
+        for name, module in model.named_modules()
+        if getattr(module, "_hf_hook", None) is not None
+    ]
+
+
+def _named_tensors(model: nn.Module) -> Iterator[tuple[str, Tensor]]:
+    """The parameters, then the buffers, of ``model`` by qualified name."""
+    yield from model.named_parameters()
+    yield from model.named_buffers()
+
+
+def meta_tensors(model: nn.Module) -> list[str]:
+    r"""Names of the parameters and buffers of ``model`` on the ``meta`` device
+    (which holds shapes but no values), leaving out those an accelerate hook
+    loads on the fly.
+
+    Args:
+        model: any module.
+
+    Returns:
+        list[str]: qualified names, parameters first; empty when every
+        tensor holds data.
+    """
+    offloaded = _offloaded_prefixes(model)
+    return [
+        name
+        for name, tensor in _named_tensors(model)
+        if tensor.is_meta and not any(name.startswith(p) for p in offloaded)
+    ]
+
+
+def check_materialised(model: nn.Module) -> None:
+    r"""Refuse a model whose weights are (partly) on the ``meta`` device.
+
+    A model built without weights (``init_empty_weights``,
+    ``device_map="meta"``, ``torch.device("meta")``) or moved there has no
+    values to explain; torch would fail deep inside the forward pass or, for
+    some operators, quietly compute with garbage.
+
+    Args:
+        model: the wrapped image-text model.
+
+    Raises:
+        ValueError: some parameters or buffers are on the ``meta`` device;
+            the message names them and how to load the weights.
+    """
+    names = meta_tensors(model)
+    if not names:
+        return
+    total = sum(1 for _ in _named_tensors(model))
+    which = (
+        "the model's parameters are"
+        if len(names) == total
+        else f"{len(names)} of the model's {total} parameters and buffers (e.g. "
+        f"{', '.join(repr(n) for n in names[:3])}) {'is' if len(names) == 1 else 'are'}"
+    )
+    raise ValueError(
+        f"{which} on the 'meta' device, which holds no data (the model was built "
+        "without weights, e.g. under init_empty_weights or device_map='meta', or "
+        "moved with .to('meta')); load its weights (from_pretrained, or "
+        "model.to_empty(device=...) followed by load_state_dict) before explaining"
+    )
+
+
+def model_device(model: nn.Module) -> torch.device | None:
+    r"""The one device holding every parameter and buffer of ``model``.
+
+    Args:
+        model: any module.
+
+    Returns:
+        torch.device or None: ``None`` when the model has no tensors, spreads
+        over several devices, or is dispatched by accelerate (whose hooks
+        move inputs to the right device themselves).
+    """
+    if _offloaded_prefixes(model):
+        return None
+    devices = {tensor.device for _, tensor in _named_tensors(model)}
+    return devices.pop() if len(devices) == 1 else None
+
+
 #: ``(module, "input" | "output", callback)``: what :func:`hooked` hands to whom
 Tap = tuple[nn.Module, str, Callable[[Tensor], None]]
 
@@ -332,8 +419,11 @@ class VisionLanguageAdapter(ABC):
         its state is not safe against a second thread doing the same.
 
         Raises:
+            ValueError: the model's weights are (partly) on the ``meta``
+                device (checked before anything on the model changes).
             RuntimeError: another thread is explaining with the same model.
         """
+        check_materialised(self.model)
         with _exclusive(self.model):
             modes = {m: m.training for m in self.model.modules()}
             grads = {p: p.requires_grad for p in self.model.parameters()}
