@@ -4,8 +4,10 @@ Location words in a phrase ("left basilar atelectasis", "right apical
 pneumothorax") are mapped to soft regions of a generic frontal chest
 radiograph. The stage has three parts:
 
-- :func:`parse_phrase` turns a phrase into a :class:`PhraseAnatomy`
-  (laterality, anatomical regions, finding);
+- :func:`~captum_matex.phrases.parse_phrase` turns a phrase into a
+  :class:`~captum_matex.phrases.PhraseAnatomy` (laterality, anatomical
+  regions, finding); both live in :mod:`captum_matex.phrases` and are
+  re-exported here;
 - :class:`ChestAtlas` renders soft region masks at any resolution, from
   built-in shapes or from masks the user supplies (for example the output of a
   lung segmenter);
@@ -26,16 +28,14 @@ image's left.
 from __future__ import annotations
 
 import math
-import re
-import unicodedata
 from collections import OrderedDict
-from dataclasses import dataclass
-from functools import lru_cache
 from typing import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from captum_matex.phrases import CENTRAL_REGIONS, SIDED_REGIONS, SIDES, PhraseAnatomy, parse_phrase
 
 __all__ = [
     "ATLAS_REGIONS",
@@ -46,282 +46,11 @@ __all__ = [
 ]
 
 _ORIENTATIONS = ("radiological", "anatomical")
-_SIDES = ("right", "left")
-_SIDED_REGIONS = (
-    "lung",
-    "upper zone",
-    "mid zone",
-    "lower zone",
-    "apex",
-    "base",
-    "costophrenic angle",
-    "hilum",
-    "perihilar",
-    "lateral periphery",
-)
-_CENTRAL_REGIONS = ("retrocardiac", "heart", "mediastinum")
-_REGION_ORDER = _SIDED_REGIONS + _CENTRAL_REGIONS
 
 ATLAS_REGIONS: tuple[str, ...] = (
-    tuple(f"{side} {region}" for side in _SIDES for region in _SIDED_REGIONS)
-    + _CENTRAL_REGIONS
+    tuple(f"{side} {region}" for side in SIDES for region in SIDED_REGIONS) + CENTRAL_REGIONS
 )
 r"""Every region name :class:`ChestAtlas` renders (and accepts in ``masks``)."""
-
-# ---------------------------------------------------------------------------
-# Phrase parsing
-# ---------------------------------------------------------------------------
-
-_LATERALITY_WORDS = {
-    "left": "left",
-    "lt": "left",
-    "sinistra": "left",
-    "right": "right",
-    "rt": "right",
-    "bilateral": "bilateral",
-    "bilaterally": "bilateral",
-    "both": "bilateral",
-    "bibasilar": "bilateral",
-    "bibasal": "bilateral",
-    "bibasally": "bilateral",
-    "biapical": "bilateral",
-    "lingula": "left",
-    "lingular": "left",
-    "rul": "right",
-    "rml": "right",
-    "rll": "right",
-    "lul": "left",
-    "lll": "left",
-}
-_SINGLE_LETTER_SIDES = {"l": "left", "r": "right"}
-
-_REGION_WORDS: dict[str, tuple[str, ...]] = {
-    "upper": ("upper zone",),
-    "mid": ("mid zone",),
-    "middle": ("mid zone",),
-    "midlung": ("mid zone",),
-    "midzone": ("mid zone",),
-    "lower": ("lower zone",),
-    "apex": ("apex",),
-    "apices": ("apex",),
-    "apical": ("apex",),
-    "apically": ("apex",),
-    "biapical": ("apex",),
-    "base": ("base",),
-    "bases": ("base",),
-    "basal": ("base",),
-    "basally": ("base",),
-    "basilar": ("base",),
-    "bibasilar": ("base",),
-    "bibasal": ("base",),
-    "bibasally": ("base",),
-    "costophrenic": ("costophrenic angle",),
-    "hilum": ("hilum",),
-    "hila": ("hilum",),
-    "hilar": ("hilum",),
-    "perihilar": ("perihilar",),
-    "parahilar": ("perihilar",),
-    "retrocardiac": ("retrocardiac",),
-    "heart": ("heart",),
-    "cardiac": ("heart",),
-    "cardiomegaly": ("heart",),
-    "cardiomediastinal": ("heart", "mediastinum"),
-    "mediastinum": ("mediastinum",),
-    "mediastinal": ("mediastinum",),
-    "lateral": ("lateral periphery",),
-    "periphery": ("lateral periphery",),
-    "peripheral": ("lateral periphery",),
-    "peripherally": ("lateral periphery",),
-    "lingula": ("mid zone", "lower zone"),
-    "lingular": ("mid zone", "lower zone"),
-    "rul": ("upper zone",),
-    "rml": ("mid zone",),
-    "rll": ("lower zone",),
-    "lul": ("upper zone",),
-    "lll": ("lower zone",),
-}
-# Words that say "somewhere in the lungs" without naming a part of them.
-_LUNG_WORDS = frozenset(
-    {"lung", "lungs", "pulmonary", "hemithorax", "hemithoraces", "lobe", "lobes", "lobar"}
-)
-
-_FINDING_WORDS = {
-    "cardiomegaly": "cardiomegaly",
-    "effusion": "effusion",
-    "effusions": "effusion",
-    "pneumothorax": "pneumothorax",
-    "pneumothoraces": "pneumothorax",
-    "ptx": "pneumothorax",
-    "edema": "edema",
-    "oedema": "edema",
-    "consolidation": "consolidation",
-    "consolidations": "consolidation",
-    "consolidative": "consolidation",
-    "opacity": "opacity",
-    "opacities": "opacity",
-    "opacification": "opacity",
-    "opacified": "opacity",
-    "infiltrate": "opacity",
-    "infiltrates": "opacity",
-    "pneumonia": "pneumonia",
-    "atelectasis": "atelectasis",
-    "atelectatic": "atelectasis",
-    "nodule": "nodule",
-    "nodules": "nodule",
-    "nodular": "nodule",
-}
-# finding -> (laterality used when the phrase names none, typical regions)
-_FINDING_DEFAULTS: dict[str, tuple[str | None, tuple[str, ...]]] = {
-    "cardiomegaly": (None, ("heart",)),
-    "effusion": (None, ("base", "costophrenic angle")),
-    "pneumothorax": (None, ("apex", "lateral periphery")),
-    "edema": ("bilateral", ("perihilar",)),
-    "consolidation": (None, ("lung",)),
-    "opacity": (None, ("lung",)),
-    "pneumonia": (None, ("lung",)),
-    "atelectasis": (None, ("lung",)),
-    "nodule": (None, ("lung",)),
-}
-_LIGATURES = str.maketrans({"œ": "oe", "Œ": "oe", "æ": "ae", "Æ": "ae", "ß": "ss"})
-
-
-@dataclass(frozen=True)
-class PhraseAnatomy:
-    r"""What a phrase says about where a finding is.
-
-    Attributes:
-        laterality: ``"left"``, ``"right"``, ``"bilateral"`` or ``None`` (side
-            not stated). Sides are the patient's.
-        regions: anatomical regions the prior covers, in a fixed canonical
-            order: the explicit region words of the phrase, else the typical
-            regions of its finding, else ``("lung",)`` when the phrase only
-            names a side or the lungs; empty when the phrase has no
-            anatomical word (uniform prior).
-        finding: canonical name of the first finding word (for example
-            ``"effusion"``), or ``None``.
-
-    Examples::
-
-        >>> parse_phrase("left pleural effusion")
-        PhraseAnatomy(laterality='left', regions=('base', 'costophrenic angle'), finding='effusion')
-    """
-
-    laterality: str | None
-    regions: tuple[str, ...]
-    finding: str | None
-
-    def atlas_keys(self) -> tuple[str, ...]:
-        r"""Names of the :class:`ChestAtlas` regions whose union is the prior.
-
-        Sided regions get the stated side, or both sides when the laterality
-        is ``"bilateral"`` or ``None``; central regions (heart, mediastinum,
-        retrocardiac) ignore laterality.
-
-        Returns:
-            tuple of str: keys from :data:`ATLAS_REGIONS`; empty for a
-            phrase without anatomical words.
-
-        Examples::
-
-            >>> parse_phrase("right apical pneumothorax").atlas_keys()
-            ('right apex',)
-        """
-        sides = _SIDES if self.laterality in (None, "bilateral") else (self.laterality,)
-        keys: list[str] = []
-        for region in self.regions:
-            if region in _SIDED_REGIONS:
-                keys.extend(f"{side} {region}" for side in sides)
-            else:
-                keys.append(region)
-        return tuple(keys)
-
-
-def _tokens(phrase: str) -> list[str]:
-    r"""Lower-case ASCII word tokens; prefixes split off by hyphens are rejoined."""
-    text = unicodedata.normalize("NFKD", phrase.translate(_LIGATURES))
-    text = "".join(ch for ch in text if not unicodedata.combining(ch)).casefold()
-    text = re.sub(r"[^a-z0-9]+", " ", text)
-    text = re.sub(r"\b(peri|para|retro|costo|bi)\s+(?=[a-z])", r"\1", text)
-    text = re.sub(r"\bcp angles?\b", "costophrenic", text)
-    return text.split()
-
-
-def _is_place_word(token: str) -> bool:
-    r"""Whether ``token`` can follow a one-letter side abbreviation ("L base")."""
-    return token in _REGION_WORDS or token in _LUNG_WORDS or token in ("sided", "side")
-
-
-def _laterality(votes: set[str]) -> str | None:
-    r"""One laterality from the side words found; both sides mean bilateral."""
-    if "bilateral" in votes or {"left", "right"} <= votes:
-        return "bilateral"
-    return next(iter(votes), None)
-
-
-@lru_cache(maxsize=4096)
-def parse_phrase(phrase: str) -> PhraseAnatomy:
-    r"""Read laterality, anatomical regions and finding from a phrase.
-
-    Matching is case-insensitive and tolerant of punctuation, hyphens and
-    accents. Recognised words:
-
-    - laterality: left/right/lt/rt, one-letter "L"/"R" directly before a
-      region word ("R apex"), bilateral/both, and words that imply a side or
-      both (bibasilar, biapical, lingula, RUL/RML/RLL/LUL/LLL);
-    - zones: upper, mid/middle, lower (with or without "lobe"/"zone"); the
-      lingula is the left mid and lower zone;
-    - structures: apex/apical, base/basal/basilar, costophrenic (or CP)
-      angle, hilum/hilar, perihilar/parahilar, retrocardiac, heart/cardiac
-      silhouette/cardiomegaly, mediastinum/mediastinal, lateral/peripheral;
-    - findings with a typical region, used only when the phrase names no
-      region: cardiomegaly (heart), effusion (bases and costophrenic angles),
-      pneumothorax (apex and lateral periphery), edema (bilateral
-      perihilar), consolidation/opacity/pneumonia/atelectasis/nodule (the
-      lung fields).
-
-    Negation is out of scope: "no pneumothorax" parses like "pneumothorax".
-
-    Args:
-        phrase (str): free-text phrase, for example an MS-CXR ``label_text``.
-
-    Returns:
-        PhraseAnatomy: the parse; ``regions`` is empty when the phrase has no
-        anatomical word.
-
-    Examples::
-
-        >>> parse_phrase("Left-sided basilar atelectasis")
-        PhraseAnatomy(laterality='left', regions=('base',), finding='atelectasis')
-        >>> parse_phrase("small right apical pneumothorax").regions
-        ('apex',)
-        >>> parse_phrase("pulmonary edema")
-        PhraseAnatomy(laterality='bilateral', regions=('perihilar',), finding='edema')
-    """
-    tokens = _tokens(phrase)
-    votes: set[str] = set()
-    regions: set[str] = set()
-    findings: list[str] = []
-    mentions_lung = False
-    for index, token in enumerate(tokens):
-        following = tokens[index + 1] if index + 1 < len(tokens) else ""
-        if token in _SINGLE_LETTER_SIDES and _is_place_word(following):
-            votes.add(_SINGLE_LETTER_SIDES[token])
-        if token in _LATERALITY_WORDS:
-            votes.add(_LATERALITY_WORDS[token])
-        regions.update(_REGION_WORDS.get(token, ()))
-        if token in _FINDING_WORDS:
-            findings.append(_FINDING_WORDS[token])
-        mentions_lung = mentions_lung or token in _LUNG_WORDS
-    laterality = _laterality(votes)
-    finding = findings[0] if findings else None
-    if not regions and finding is not None:
-        default_side, default_regions = _FINDING_DEFAULTS[finding]
-        laterality = laterality or default_side
-        regions.update(default_regions)
-    elif not regions and (mentions_lung or laterality is not None):
-        regions.add("lung")
-    ordered = tuple(region for region in _REGION_ORDER if region in regions)
-    return PhraseAnatomy(laterality=laterality, regions=ordered, finding=finding)
 
 
 # ---------------------------------------------------------------------------
@@ -623,7 +352,7 @@ class ChestAtlas:
     def _builder(self, name: str) -> Callable[[str, _Canvas], Tensor]:
         r"""The function drawing the built-in shape of ``name``."""
         first, _, rest = name.partition(" ")
-        region = rest if first in _SIDES else name
+        region = rest if first in SIDES else name
         builders: dict[str, Callable[[str, _Canvas], Tensor]] = {
             "lung": self._lung,
             "hilum": self._hilum,
@@ -738,13 +467,13 @@ def _normalise_peak(values: Tensor) -> Tensor:
 class AnatomicalPrior:
     r"""Anatomical spatial prior over the patch grid, read from each phrase.
 
-    Each phrase is parsed with :func:`parse_phrase`; its regions (union =
-    pixelwise max; a side and a zone intersect, so "left upper lobe" is the
-    left lung times the upper band) are rendered by a :class:`ChestAtlas`,
-    area-averaged to the patch grid and scaled to peak 1. A phrase without
-    anatomical words, or ``None``, gives a uniform prior of ones, so the
-    fusion stage falls back to the model's own evidence. Per-sample user
-    masks replace the atlas for their samples.
+    Each phrase is parsed with :func:`~captum_matex.phrases.parse_phrase`;
+    its regions (union = pixelwise max; a side and a zone intersect, so
+    "left upper lobe" is the left lung times the upper band) are rendered
+    by a :class:`ChestAtlas`, area-averaged to the patch grid and scaled to
+    peak 1. A phrase without anatomical words, or ``None``, gives a uniform
+    prior of ones, so the fusion stage falls back to the model's own
+    evidence. Per-sample user masks replace the atlas for their samples.
 
     Args:
         atlas (ChestAtlas, optional): region atlas; built from
