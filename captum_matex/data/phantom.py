@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from captum_matex.metrics.sanity import swap_laterality
+from captum_matex.phrases import SIDES, swap_laterality
 
 __all__ = [
     "PhantomCXR",
@@ -167,7 +167,7 @@ def candidate_phrases(laterality: Optional[str] = "right") -> Dict[str, str]:
         if laterality == "bilateral" and name in CANONICAL_BILATERAL:
             out[name] = CANONICAL_BILATERAL[name]
         else:
-            side = laterality if laterality in ("left", "right") else "right"
+            side = laterality if laterality in SIDES else "right"
             out[name] = CANONICAL[name].format(side=side)
     return out
 
@@ -184,7 +184,7 @@ def all_phrases() -> List[str]:
     tables = list(TEMPLATES.items()) + list(BILATERAL_TEMPLATES.items())
     for _, templates in tables:
         for t in templates:
-            for side in ("left", "right"):
+            for side in SIDES:
                 for zone in ("upper", "mid", "lower"):
                     for size in ("small", "moderate", "large", "mild"):
                         out.add(_fill(t, side, zone, size))

@@ -24,7 +24,7 @@ from captum_matex.metrics import (
     randomisation_spearman,
     top_k_precision,
 )
-from captum_matex.metrics.sanity import swap_laterality
+from captum_matex.phrases import swap_laterality
 
 #: Localisation metrics scored on the original pixel grid against the boxes.
 LOCALISATION = {
@@ -41,8 +41,9 @@ UNRELATED_PHRASE = "right upper lobe nodule"
 
 
 def swapped_phrase(phrase: str) -> str:
-    r"""The contralateral phrase, or :data:`UNRELATED_PHRASE` for a phrase
-    without a side (prompt-sensitivity check)."""
+    r"""The contralateral phrase (:func:`~captum_matex.phrases.swap_laterality`),
+    or :data:`UNRELATED_PHRASE` for a phrase without a side (prompt-sensitivity
+    check)."""
     swapped = swap_laterality(phrase)
     return swapped if swapped != phrase else UNRELATED_PHRASE
 

@@ -41,8 +41,8 @@ from captum_matex.metrics.sanity import (
     randomisation_spearman,
     randomized_model,
     spearman,
-    swap_laterality,
 )
+from captum_matex.phrases import swap_laterality
 
 __all__ = [
     "METRICS",

@@ -6,19 +6,20 @@ r"""Sanity checks: does the map depend on the model's weights and on the phrase?
   and the randomised model (low correlation passes).
 * Prompt sensitivity: :func:`prompt_sensitivity` measures how far the map
   moves when the phrase is swapped for its contralateral version
-  (:func:`swap_laterality`) or an unrelated finding (high distance passes).
+  (:func:`~captum_matex.phrases.swap_laterality`, re-exported here) or an
+  unrelated finding (high distance passes).
 """
 
 from __future__ import annotations
 
 import copy
-import re
 from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from captum_matex.metrics._common import average_ranks, flatten_maps, pearson
+from captum_matex.phrases import swap_laterality as swap_laterality  # re-export
 
 _VISION_WORDS = ("visual", "vision", "image")
 
@@ -221,31 +222,3 @@ def prompt_sensitivity(maps: Tensor, maps_swapped: Tensor, measure: str = "spear
     tv = 0.5 * (a / mass_a - b / mass_b).abs().sum(1)
     ok = (mass_a[:, 0] > 0) & (mass_b[:, 0] > 0) & torch.isfinite(tv)
     return torch.where(ok, tv, torch.nan)
-
-
-_SIDES = {"left": "right", "right": "left"}
-_SIDE_RE = re.compile(r"\b(left|right)\b", re.IGNORECASE)
-
-
-def swap_laterality(phrase: str) -> str:
-    r"""The contralateral phrase: every whole word "left" and "right" swapped,
-    case kept ("Left lower lobe opacity" -> "Right lower lobe opacity").
-
-    A phrase without a side is returned unchanged; compare with the input to
-    skip such phrases (use an unrelated finding for them instead).
-
-    Args:
-        phrase: the original phrase.
-
-    Returns:
-        The swapped phrase.
-    """
-
-    def swap(match: re.Match) -> str:
-        word = match.group(0)
-        other = _SIDES[word.lower()]
-        if word.isupper():
-            return other.upper()
-        return other.capitalize() if word[0].isupper() else other
-
-    return _SIDE_RE.sub(swap, phrase)
