@@ -8,6 +8,7 @@ from typing import Callable
 import numpy as np
 
 from captum_matex.data.images import Radiograph
+from captum_matex.phrases import laterality
 
 Box = tuple[float, float, float, float]
 
@@ -91,17 +92,10 @@ def mscxr_samples(
                 id=f"mscxr-{item.dicom_id}-{index}",
                 phrase=item.phrase,
                 finding=item.finding,
-                laterality=_laterality(item.phrase),
+                laterality=laterality(item.phrase, literal=True),
                 boxes=[tuple(map(float, b)) for b in item.boxes],
                 load=lambda file=item.file: read_image(file),  # not cached: bounded memory
             )
         )
     return samples
 
-
-def _laterality(phrase: str) -> str | None:
-    words = set(phrase.lower().replace(",", " ").split())
-    sides = [side for side in ("left", "right") if side in words]
-    if "bilateral" in words or len(sides) == 2:
-        return "bilateral"
-    return sides[0] if sides else None
