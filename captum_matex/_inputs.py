@@ -30,14 +30,15 @@ def check_images(images: Any, adapter: VisionLanguageAdapter) -> Tensor:
 
     Raises:
         TypeError / ValueError: with a message that names the fix (also for
-            images on the ``meta`` device or on another device than the
-            model's).
+            sparse images, and images on the ``meta`` device or on another
+            device than the model's).
     """
     if not isinstance(images, Tensor):
         raise TypeError(
             f"images must be a torch.Tensor of shape (B, C, H, W), got "
             f"{type(images).__name__}; preprocess with the model's processor"
         )
+    _check_dense(images, "images", "images.to_dense()")
     _check_images_device(images, adapter)
     if images.ndim != 4:
         hint = " (add a batch dimension with images.unsqueeze(0))" if images.ndim == 3 else ""
@@ -71,6 +72,17 @@ def check_images(images: Any, adapter: VisionLanguageAdapter) -> Tensor:
             f"images contain NaN or Inf pixels in sample(s) {bad}; clean or drop them"
         )
     return images
+
+
+def _check_dense(tensor: Tensor, what: str, fix: str) -> None:
+    r"""Refuse a sparse (or otherwise non-strided) tensor, which the model's
+    operators do not accept.
+
+    Raises:
+        TypeError: ``tensor`` is not a dense tensor; the message gives ``fix``.
+    """
+    if tensor.layout != torch.strided:
+        raise TypeError(f"{what} are a {tensor.layout} tensor; pass a dense one ({fix})")
 
 
 def _check_images_device(images: Tensor, adapter: VisionLanguageAdapter) -> None:
@@ -123,10 +135,17 @@ def check_text_embeddings(embeddings: Tensor, adapter: VisionLanguageAdapter) ->
         Tensor: ``embeddings``, detached.
 
     Raises:
+        TypeError: the embeddings are sparse or not floats.
         ValueError: the embeddings are on the ``meta`` device, have the
             wrong width, or are not finite.
     """
+    _check_dense(embeddings, "text embeddings", "embeddings.to_dense()")
     _check_text_tensor(embeddings)
+    if not embeddings.is_floating_point():
+        raise TypeError(
+            f"text embeddings have dtype {embeddings.dtype}; pass float embeddings "
+            "from the model's text encoder (get_text_features)"
+        )
     width = adapter.embedding_dim
     if width is not None and embeddings.shape[-1] != width:
         raise ValueError(
@@ -177,8 +196,9 @@ def resolve_text(
         TypeError / ValueError: with a message that names the fix (wrong
             count, empty or non-Unicode phrase, token ids outside the
             vocabulary or longer than the context, embeddings of the wrong
-            width or not finite, a tensor of the wrong shape or dtype, or on
-            the ``meta`` device).
+            width or not finite, a tensor of the wrong shape or dtype, sparse,
+            or on the ``meta`` device). Integer token ids of any width are
+            taken as ``torch.long``.
     """
     if isinstance(additional_forward_args, tuple):
         if len(additional_forward_args) != 1:
@@ -206,6 +226,7 @@ def resolve_text(
         raise TypeError(
             f"text must be token ids, text embeddings or strings, got {type(text).__name__}"
         )
+    _check_dense(text, "text token ids or embeddings", "text.to_dense()")
     _check_text_tensor(text)
     if text.dtype == torch.bool or text.is_complex():
         raise TypeError(
@@ -238,4 +259,5 @@ def resolve_text(
             f"token ids range from {low} to {high} but the text encoder accepts "
             f"{accepted}; tokenize with this model's own tokenizer"
         )
+    text = text.long()  # embedding lookups take int64 (or int32) ids only
     return ResolvedText(adapter.text_embeddings(text), adapter.decode(text))

@@ -89,6 +89,33 @@ def test_meta_inputs_and_models_are_refused_by_name_and_leave_the_model_alone(na
     assert_same_state(full_state(model), before)
 
 
+SPARSE = {
+    "sparse images": (IMAGES.to_sparse(), TEXT, "images.to_dense()"),
+    "sparse token ids": (IMAGES, IDS.to_sparse(), "text.to_dense()"),
+    "sparse text embeddings": (IMAGES, torch.randn(2, EMBEDDING_DIM).to_sparse(), "text.to_dense()"),
+}
+
+
+@pytest.mark.parametrize("case", list(SPARSE))
+@pytest.mark.parametrize("name", METHODS)
+def test_sparse_inputs_are_refused_by_name_and_leave_the_model_alone(name, case):
+    images, text, fix = SPARSE[case]
+    model = tiny_model()
+    before = full_state(model)
+    with pytest.raises(TypeError, match="dense") as refusal:
+        run(name, model, images, text)
+    assert fix in str(refusal.value)
+    assert_same_state(full_state(model), before)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.int32])
+@pytest.mark.parametrize("name", ["similarity_forward", "saliency", "matex"])
+def test_token_ids_of_any_integer_width_explain_like_long_ids(name, dtype):
+    model = tiny_model()
+    expected = run(name, model, IMAGES, IDS)
+    torch.testing.assert_close(run(name, model, IMAGES, IDS.to(dtype)), expected)
+
+
 @pytest.mark.parametrize(
     "images, text, prepare",
     [
