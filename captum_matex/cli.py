@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 import torch
 
+from captum_matex._quiet import VERBOSE_HELP, quiet_third_party
 from captum_matex.loading import MODEL_HELP
 
 if TYPE_CHECKING:
@@ -29,6 +30,8 @@ PROGRESS_AFTER = 3
 DISPLAY_MAX = 1024
 #: ``--mode`` choices (see :func:`captum_matex.data.geometry.prepare`).
 MODES = ("letterbox", "processor")
+#: A real checkpoint to name when the embedded phantom model meets a real film.
+REAL_MODEL = "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
 
 
 def _slug(text: str) -> str:
@@ -99,6 +102,32 @@ def _read_radiograph(path: str) -> Radiograph:
     except OSError as exc:
         reason = exc.strerror or exc
         raise CLIError(f"{path}: cannot read the file ({reason}); check its permissions") from exc
+
+
+def _domain_warnings(radiograph: Radiograph, model: str | None) -> list[str]:
+    r"""
+    Why the explanation may mean nothing: the embedded phantom model (no
+    ``--model``) on a DICOM file or on an image unlike a phantom film
+    (:func:`~captum_matex.data.domain.is_phantom_like`).
+
+    Returns:
+        list of str: One message, or none.
+    """
+    from captum_matex.data.domain import is_phantom_like
+
+    if model is not None:
+        return []
+    if radiograph.metadata.get("format") == "dicom":
+        why = "is a DICOM file"
+    elif not is_phantom_like(radiograph):
+        why = "does not look like a phantom film"
+    else:
+        return []
+    return [
+        f"{radiograph.path} {why}, but the embedded model is trained on synthetic phantom "
+        "films only: its maps on a real radiograph mean nothing. Pass --model with a real "
+        f"checkpoint, e.g. --model {REAL_MODEL}"
+    ]
 
 
 def _output_names(stems: Sequence[str], stages: bool) -> list[str]:
@@ -231,12 +260,21 @@ def explain(args: argparse.Namespace) -> dict:
     - ``overlay_<stem>.png``: the map over the original radiograph;
     - ``map_<stem>.npy``: the map, float32 ``(H, W)`` on the original grid;
     - ``stages_<stem>.png``: MATEX's stages on the patch grid (MATEX only);
-    - ``summary.json``: sizes, geometry, and per phrase the score and the
-      map's peak ``[x, y]`` in original pixels.
+    - ``summary.json``: sizes, geometry, per phrase the score and the
+      map's peak ``[x, y]`` in original pixels, and ``warnings`` (empty, or
+      why the maps may mean nothing, also printed on stderr).
+
+    Third-party loading messages are hidden unless ``--verbose``.
 
     Returns:
         dict: The summary written to ``summary.json``.
     """
+    with quiet_third_party(args.verbose):
+        return _explain(args)
+
+
+def _explain(args: argparse.Namespace) -> dict:
+    r"""The body of :func:`explain`, with third-party output already silenced."""
     from captum_matex import MATEX
 
     phrases = _phrases(args)
@@ -244,11 +282,14 @@ def explain(args: argparse.Namespace) -> dict:
         raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}")
     method = _method(args.method)
     radiograph = _read_radiograph(args.image)
+    cautions = _domain_warnings(radiograph, args.model)
     model, processor, model_name = _load_model(args.model, args.device)
     image, geometry = _model_input(radiograph, processor, args.mode, args.device)
     out = Path(args.out)
     stems = [f"{i:02d}_{_slug(p)}" for i, p in enumerate(phrases)]
     _prepare_out(out, _output_names(stems, issubclass(method, MATEX)), args.force)
+    for message in cautions:
+        print(f"matex: warning: {message}", file=sys.stderr)
     explainer = method(model, processor)
     backdrop = _for_display(radiograph.to_tensor()[0])
     records: list[dict] = []
@@ -268,6 +309,7 @@ def explain(args: argparse.Namespace) -> dict:
         "geometry": geometry.as_dict(),
         "visible_fraction": geometry.visible_fraction,
         "phrases": records,
+        "warnings": cautions,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"wrote {len(records)} explanation(s) to {out}")
@@ -275,7 +317,20 @@ def explain(args: argparse.Namespace) -> dict:
 
 
 def demo(args: argparse.Namespace) -> dict:
-    r"""``matex demo``: explain phantom test cases with the embedded model."""
+    r"""
+    ``matex demo``: explain phantom test cases with the embedded model.
+
+    Third-party loading messages are hidden unless ``--verbose``.
+
+    Returns:
+        dict: The summary written to ``demo_summary.json``.
+    """
+    with quiet_third_party(args.verbose):
+        return _demo(args)
+
+
+def _demo(args: argparse.Namespace) -> dict:
+    r"""The body of :func:`demo`, with third-party output already silenced."""
     import torch.nn.functional as F
 
     from captum_matex import MATEX
@@ -342,12 +397,14 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", default="matex_out", help="output directory")
     ex.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     ex.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    ex.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     ex.set_defaults(func=explain)
 
     de = sub.add_parser("demo", help="explain phantom cases with the embedded model")
     de.add_argument("--cases", type=int, default=8, help="number of test cases")
     de.add_argument("--out", default="matex_demo", help="output directory")
     de.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    de.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     de.set_defaults(func=demo)
 
     from captum_matex.evaluation.command import add_parser as add_benchmark

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from captum_matex._quiet import VERBOSE_HELP, quiet_third_party
 from captum_matex.evaluation.results import ResultsFileError
 from captum_matex.evaluation.runner import (
     DEFAULT_METHODS,
@@ -68,11 +69,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--force", action="store_true",
                         help="set aside (*.bak) damaged or foreign results files in --out")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     parser.set_defaults(func=benchmark)
 
 
 def benchmark(args: argparse.Namespace) -> dict | None:
-    r"""``matex benchmark``: run or resume a study; print its results table."""
+    r"""
+    ``matex benchmark``: run or resume a study; print its results table.
+
+    Third-party loading messages are hidden unless ``--verbose``; the
+    benchmark's own progress bar stays (``--no-progress`` hides it).
+
+    Returns:
+        dict or None: The study's summary; None on the ranks of a
+        distributed run other than the main one.
+    """
     from captum_matex.cli import CLIError
     from captum_matex.data import ImageReadError, MSCXRError
     from captum_matex.loading import ModelLoadError
@@ -85,7 +96,9 @@ def benchmark(args: argparse.Namespace) -> dict | None:
         atlas=args.atlas,
     )
     try:
-        summary = run_benchmark(config, args.out, args.device, args.force, not args.no_progress)
+        with quiet_third_party(args.verbose):
+            summary = run_benchmark(config, args.out, args.device, args.force,
+                                    not args.no_progress)
     except (ResultsFileError, BenchmarkError, MSCXRError, ImageReadError, ModelLoadError) as exc:
         raise CLIError(str(exc)) from exc
     if summary is not None:
