@@ -13,8 +13,9 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 from transformers import CLIPImageProcessor, CLIPProcessor
 
-from captum_matex.cli import main
+from captum_matex.cli import REAL_MODEL, main
 from captum_matex.data import PhantomCXR
+from captum_matex.data.images import read_image
 from captum_matex.zoo import MODEL_DIR
 from conftest import make_clip, make_tokenizer
 
@@ -90,7 +91,7 @@ def test_explain_png_with_a_model_directory(chest_png, tmp_path, capsys):
     assert "wrote 2 explanation(s)" in capsys.readouterr().out
 
 
-def test_explain_dicom_maps_back_to_the_original_grid(tmp_path):
+def test_explain_dicom_maps_back_to_the_original_grid(tmp_path, capsys):
     path = get_testdata_file("RG1_UNCI.dcm")
     header = pydicom.dcmread(path, stop_before_pixels=True)
     rows, cols = int(header.Rows), int(header.Columns)
@@ -99,6 +100,7 @@ def test_explain_dicom_maps_back_to_the_original_grid(tmp_path):
     assert main(["explain", path, "right lower lobe opacity", "--out", str(out)]) == 0
     summary = _summary(out)
     assert summary["model"] == "embedded phantom_clip"
+    _assert_one_real_film_warning(capsys.readouterr().err, summary, "is a DICOM file")
     assert summary["original_size"] == [rows, cols] == summary["geometry"]["original_size"]
     heat = np.load(out / "map_00_right-lower-lobe-opacity.npy")
     assert heat.shape == (rows, cols) and heat.dtype == np.float32
@@ -106,6 +108,48 @@ def test_explain_dicom_maps_back_to_the_original_grid(tmp_path):
     x, y = summary["phrases"][0]["peak_xy_original"]
     assert 0 <= x < cols and 0 <= y < rows
     assert heat[y, x] == heat.max()
+
+
+def _assert_one_real_film_warning(err: str, summary: dict, why: str) -> None:
+    r"""One warning line on stderr, the same in summary.json, naming a real checkpoint."""
+    lines = [line for line in err.splitlines() if line.startswith("matex: warning:")]
+    assert len(lines) == 1 and err.count("warning") == 1
+    assert summary["warnings"] == [lines[0].removeprefix("matex: warning: ")]
+    assert why in lines[0] and "synthetic phantom" in lines[0] and "mean nothing" in lines[0]
+    assert f"--model {REAL_MODEL}" in lines[0]
+
+
+def test_a_phantom_film_under_the_embedded_model_gets_no_warning(chest_png, tmp_path, capsys):
+    out = tmp_path / "phantom"
+    assert main(["explain", str(chest_png), "left lung mass", "--method", "patch_text",
+                 "--out", str(out)]) == 0
+    assert _summary(out)["warnings"] == []
+    assert "warning" not in capsys.readouterr().err
+
+
+@pytest.fixture
+def real_chest_png(tmp_path):
+    r"""The real chest radiograph RG1_UNCI (MONOCHROME1), as read for display, saved as PNG."""
+    pixels = read_image(get_testdata_file("RG1_UNCI.dcm")).pixels
+    path = tmp_path / "real.png"
+    Image.fromarray(np.round(pixels * 255).astype(np.uint8)).resize((460, 488)).save(path)
+    return path
+
+
+def test_a_real_film_png_under_the_embedded_model_warns(real_chest_png, tmp_path, capsys):
+    out = tmp_path / "real"
+    assert main(["explain", str(real_chest_png), "left lung mass", "--method", "patch_text",
+                 "--out", str(out)]) == 0
+    _assert_one_real_film_warning(capsys.readouterr().err, _summary(out),
+                                  "does not look like a phantom film")
+
+
+def test_a_dicom_file_with_a_given_model_gets_no_warning(tiny_clip_dirs, tmp_path, capsys):
+    out = tmp_path / "dcm"
+    assert main(["explain", get_testdata_file("RG1_UNCI.dcm"), "effusion", "--method",
+                 "patch_text", "--model", str(tiny_clip_dirs["safe"]), "--out", str(out)]) == 0
+    assert _summary(out)["warnings"] == []
+    assert "warning" not in capsys.readouterr().err
 
 
 def test_processor_mode_crops_and_letterbox_keeps_the_whole_image(portrait_png, tmp_path):
