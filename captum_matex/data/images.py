@@ -324,14 +324,20 @@ def _tag_name(tag: int) -> str:
     return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
 
+def _as_syntax(uid: str) -> UID:
+    r"""``uid`` as a pydicom UID, with its encoding when it is a private transfer
+    syntax registered with :func:`pydicom.uid.register_transfer_syntax`."""
+    import pydicom.uid
+
+    registered = getattr(pydicom.uid, "PrivateTransferSyntaxes", [])  # pydicom >= 3
+    return next((syntax for syntax in registered if syntax == uid), pydicom.uid.UID(uid))
+
+
 def _unknown_syntax(uid: str) -> str | None:
     r"""Why transfer syntax ``uid`` cannot be read, or None when pydicom knows it
-    (a standard syntax, or a private one registered with
-    :func:`pydicom.uid.register_transfer_syntax`)."""
-    from pydicom.uid import UID
-
+    (a standard syntax, or a registered private one)."""
     try:
-        known = UID(uid).is_transfer_syntax
+        known = _as_syntax(uid).is_transfer_syntax
     except ValueError:  # pydicom 2.x: private UIDs cannot be classified
         known = False
     if known:
@@ -413,7 +419,9 @@ def _bad_vr(element: _Element, elements: list[_Element], implicit: bool) -> str 
     if implicit or element.vr in VR.__members__:
         return None
     what = "no VR (two letters)" if element.vr is None else f"VR {element.vr!r}, which DICOM does not define"
-    blame = f", or the length {elements[-1].length} that {_tag_name(elements[-1].tag)} declares," if elements else ""
+    blame = ""
+    if elements:
+        blame = f", or the length {elements[-1].length} that {_tag_name(elements[-1].tag)} declares,"
     return (
         f"DICOM header is damaged: element {_tag_name(element.tag)} has {what}; this element{blame} "
         f"is corrupt; {_DAMAGED_FIX}"
@@ -510,7 +518,9 @@ def _walk(fp: BinaryIO, size: int, implicit: bool, little: bool,
             element = _Element(int(raw.tag), raw.VR, raw.length, raw.value_tell, raw.value)
         else:  # a sequence of undefined length, parsed by pydicom
             element = _Element(int(raw.tag), raw.VR, _UNDEFINED_LENGTH, raw.file_tell, None)
-        problem = _bad_vr(element, elements, implicit) or _out_of_order(element, elements) or _overrun(element, size)
+        problem = (
+            _bad_vr(element, elements, implicit) or _out_of_order(element, elements) or _overrun(element, size)
+        )
         if problem is not None:
             return elements, None, problem
         elements.append(element)
@@ -523,10 +533,12 @@ def _walk(fp: BinaryIO, size: int, implicit: bool, little: bool,
 def _meta_syntax(meta: list[_Element]) -> UID:
     r"""The transfer syntax UID in the file meta group ``meta``; pydicom's guess,
     explicit VR little endian, when it holds none."""
-    from pydicom.uid import UID, ExplicitVRLittleEndian
+    from pydicom.uid import ExplicitVRLittleEndian
 
     value = next((element.value for element in meta if element.tag == 0x00020010), None)
-    return ExplicitVRLittleEndian if value is None else UID(value.decode("ascii", "replace").strip("\0 "))
+    if value is None:
+        return ExplicitVRLittleEndian
+    return _as_syntax(value.decode("ascii", "replace").strip("\0 "))
 
 
 def _looks_implicit(fp: BinaryIO) -> bool:
