@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -54,3 +55,26 @@ def write_dicom(path: Path, array: np.ndarray | None, photometric: str = "MONOCH
         setattr(ds, key, value)
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+#: explicit VRs whose length field is 4 bytes (after 2 reserved bytes), PS3.5 7.1.2
+LONG_LENGTH_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+
+
+def element_at(data: bytes, tag: int, implicit: bool = False, little: bool = True) -> tuple[int, slice]:
+    """Offset of the first element ``tag`` after the preamble of DICOM file bytes
+    ``data``, and where its value length field lies (2 or 4 bytes)."""
+    at = data.index(struct.pack("<HH" if little else ">HH", tag >> 16, tag & 0xFFFF), 132)
+    if implicit:
+        return at, slice(at + 4, at + 8)
+    if data[at + 4:at + 6] in LONG_LENGTH_VRS:
+        return at, slice(at + 8, at + 12)
+    return at, slice(at + 6, at + 8)
+
+
+def with_length(data: bytes, tag: int, length: int, implicit: bool = False) -> bytes:
+    """Little endian DICOM file bytes ``data`` with element ``tag``'s declared
+    value length replaced by ``length`` (which must fit its length field)."""
+    _, field = element_at(data, tag, implicit)
+    size = field.stop - field.start
+    return data[:field.start] + length.to_bytes(size, "little") + data[field.stop:]
