@@ -336,7 +336,7 @@ def phantom_clip(
     if not (directory / "model.safetensors").is_file():
         raise FileNotFoundError(
             f"no model.safetensors in {directory}; train one with "
-            "`python -m captum_matex.zoo.train_phantom --out DIR` and pass path=DIR"
+            "`python tools/train_phantom.py --out DIR` (from a source checkout) and pass path=DIR"
         )
     with _offline():
         model = CLIPModel.from_pretrained(

@@ -1,9 +1,13 @@
 r"""
 Train the embedded phantom CLIP from scratch, reproducibly from a seed.
 
-Usage::
+Usage, from the root of a source checkout with the package installed
+(``pip install -e .``)::
 
-    python -m captum_matex.zoo.train_phantom --seed 0 --out DIR [--steps N]
+    python tools/train_phantom.py --seed 0 --out DIR [--steps N]
+
+It is a development tool, kept out of the installed package; the weights it
+trained ship in ``captum_matex/zoo/phantom_clip/``.
 
 The script
 
@@ -637,7 +641,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
 def write_training_md(args: argparse.Namespace, metrics: Dict[str, Any], argv: Optional[Sequence[str]]) -> None:
     r"""Write ``TRAINING.md`` (command, seed, wall time, final metrics)."""
-    cmd = "python -m captum_matex.zoo.train_phantom " + " ".join(argv if argv is not None else sys.argv[1:])
+    cmd = "python tools/train_phantom.py " + " ".join(argv if argv is not None else sys.argv[1:])
     test = metrics["test"]
     size_mb = (args.out / "model.safetensors").stat().st_size / 2**20
     lines = [
