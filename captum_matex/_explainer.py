@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import Any, Callable, Literal
 
 import torch
@@ -11,6 +12,7 @@ from captum.attr import GradientAttribution
 from torch import Tensor, nn
 
 from captum_matex._inputs import ResolvedText, check_images, resolve_text
+from captum_matex._maps import is_flat
 from captum_matex.adapters import VisionLanguageAdapter, VisionTrace, get_adapter
 from captum_matex.forward import SimilarityForward
 
@@ -114,6 +116,25 @@ class VisionLanguageAttribution(GradientAttribution):
         images = check_images(images, self.adapter)
         text = resolve_text(additional_forward_args, images.shape[0], self.adapter, images.device)
         return images, text
+
+    @staticmethod
+    def _zero_flat_images(maps: Tensor, images: Tensor) -> Tensor:
+        r"""Zero the maps of images without spatial variation.
+
+        An image whose pixels are constant (up to rounding, :func:`is_flat`)
+        holds no evidence anywhere, so any structure in its map would come
+        from the model's position embeddings or a prior, not from the film.
+        Warns once per call naming the samples.
+        """
+        flat = is_flat(images)
+        if not bool(flat.any()):
+            return maps
+        warnings.warn(
+            f"image(s) {flat.nonzero().flatten().tolist()} have no spatial variation "
+            "(constant pixel values): their maps are all zero",
+            stacklevel=3,
+        )
+        return maps.masked_fill(flat.to(maps.device).view(-1, *[1] * (maps.ndim - 1)), 0)
 
     def _attention_relevance(
         self, images: Tensor, text_embeddings: Tensor, reduce: BlockReduction

@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from captum_matex import baselines
-from captum_matex._maps import normalize_max, normalize_minmax
-from captum_matex.baselines import Occlusion
+from captum_matex import MATEX
+from captum_matex._maps import FLAT_ULPS, is_flat, normalize, normalize_max, normalize_minmax
 
 METHODS = baselines.available()
 CHEAP = {
@@ -72,15 +72,12 @@ def test_unseeded_stochastic_methods_follow_the_global_seed(model, name):
 # --------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("value", [0.0, 1e-30, 1e-7, 1.0, 6e4])
-def test_constant_maps_normalise_to_finite_values(dtype, value):
+def test_constant_maps_normalise_to_zeros(dtype, value):
+    # a constant map is flat: zeros by construction (torch.where), so exact equality holds
     maps = torch.full((2, 1, 4, 4), value).to(dtype)
     maps[1] = 0
-    positive = bool(maps[0].max() > 0)  # the value may underflow to 0 in the dtype
-    by_max, by_range = normalize_max(maps), normalize_minmax(maps)
-    for out in (by_max, by_range):
-        assert out.dtype == dtype and torch.isfinite(out).all()
-        assert torch.equal(out[1], torch.zeros_like(out[1]))  # zero stays zero
-        assert torch.equal(out[0], torch.full_like(out[0], float(positive)))
+    for out in (normalize_max(maps), normalize_minmax(maps)):
+        assert out.dtype == dtype and torch.equal(out, torch.zeros_like(out))
 
 
 @settings(max_examples=200, deadline=None, database=None)
@@ -91,17 +88,68 @@ def test_constant_maps_normalise_to_finite_values(dtype, value):
 )
 def test_normalised_maps_are_finite_in_unit_range_with_peak_one(dtype, peak, pattern):
     maps = (torch.tensor(pattern).view(2, 1, 2, 2) * peak).to(dtype)
+    # distinct values of this pattern differ by >= half the map's magnitude, far above
+    # FLAT_ULPS epsilons in every dtype: a map has signal exactly when it is not constant
+    flat = maps.flatten(1)
+    has_signal = flat.amax(1) != flat.amin(1)
     for out in (normalize_max(maps), normalize_minmax(maps)):
         assert torch.isfinite(out).all() and (out >= 0).all() and (out <= 1).all()
-        has_signal = maps.flatten(1).amax(1) > 0
         assert torch.equal(out.flatten(1).amax(1) == 1, has_signal)
+        assert torch.equal(out.flatten(1).amax(1) == 0, ~has_signal)
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-def test_an_all_zero_attribution_stays_finite_in_every_dtype(model, dtype):
-    # occluding a constant image with its own value changes nothing: every attribution is 0
-    images = torch.full((2, 3, 16, 16), 0.25).to(dtype)
-    maps = Occlusion(model, TOKENIZER, baseline=0.25).attribute(images, (TEXT[:2],))
+@pytest.mark.parametrize("how", ["max", "minmax"])
+def test_rounding_noise_is_judged_against_the_score(dtype, how):
+    # score differences of an occlusion that changes nothing: a few epsilons of the score
+    eps, score = torch.finfo(dtype).eps, torch.tensor([0.3, 0.3])
+    noise = torch.tensor([[1.0, -2.0, 4.0, 0.0], [0.0, 8.0, 3.0, -1.0]]) * eps * score[:, None]
+    maps = noise.view(2, 1, 2, 2).to(dtype)
+    assert normalize(maps, how, scale=score, dtype=dtype).abs().max() == 0
+    # without the score, the same noise is a map of its own magnitude: kept
+    assert normalize(maps.abs(), how).amax() == 1
+    # a real difference above FLAT_ULPS epsilons of the score survives
+    signal = maps.clone()
+    signal[0, 0, 0, 0] = 4 * FLAT_ULPS * eps * 0.3
+    out = normalize(signal, how, scale=score, dtype=dtype)
+    assert out[0].amax() == 1 and out[1].abs().max() == 0
+
+
+def test_flatness_uses_the_coarser_of_map_and_model_dtype():
+    # a float32 map computed by a bfloat16 model carries bfloat16 noise
+    maps = torch.tensor([[1.0, 1.0 + 4 * torch.finfo(torch.bfloat16).eps]])
+    assert not is_flat(maps)
+    assert is_flat(maps, dtype=torch.bfloat16)
+
+
+def test_perturbation_maps_are_judged_against_channels_times_score(model):
+    images = IMAGES[:2]
+    for name in ("occlusion", "feature_ablation"):
+        method = explainer(name, model)
+        with torch.no_grad():
+            score = method.forward_func(images, TEXT[:2])
+        text = method._resolve(images, (TEXT[:2],))[1]
+        scale = method._score_scale(images, text.embeddings)
+        assert torch.allclose(scale, 3 * score.abs(), rtol=1e-6)
+    assert explainer("saliency", model)._score_scale(images, None) is None
+
+
+FLAT_IMAGE_METHODS = ["occlusion", "feature_ablation", "matex"]
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("value", [0.0, 0.25, -1.5, 1.0])
+@pytest.mark.parametrize("name", FLAT_IMAGE_METHODS)
+def test_a_flat_image_gives_an_all_zero_map(model, name, value, dtype):
+    # a constant image holds no evidence anywhere: its map is zero by construction
+    # (masked_fill), whatever the model's rounding on this CPU
+    images = torch.full((2, 3, 16, 16), value).to(dtype)
+    method = MATEX(model.to(dtype), TOKENIZER) if name == "matex" else explainer(name, model.to(dtype))
+    try:
+        with pytest.warns(UserWarning, match="no spatial variation"):
+            maps = method.attribute(images, (TEXT[:2],))
+    finally:
+        model.float()
     assert maps.dtype == dtype and torch.equal(maps, torch.zeros_like(maps))
 
 

@@ -9,30 +9,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captum_matex._explainer import OutputKind, VisionLanguageAttribution, format_maps
-from captum_matex._maps import normalize_max, normalize_minmax
+from captum_matex._maps import Normalization, normalize
 from captum_matex.adapters import VisionLanguageAdapter
 
-Normalization = Literal["minmax", "max"] | None
 Sign = Literal["positive", "absolute_value"] | None
 
 _DEFAULT: Any = object()
-
-
-def normalize(maps: Tensor, how: Normalization) -> Tensor:
-    r"""Per-sample normalisation of ``(B, ...)`` maps.
-
-    Args:
-        maps: non-negative maps, batch first.
-        how: ``"minmax"`` (rescale to [0, 1]), ``"max"`` (divide by the peak,
-            zero stays zero) or ``None`` (unchanged).
-    """
-    if how is None:
-        return maps
-    if how == "minmax":
-        return normalize_minmax(maps)
-    if how == "max":
-        return normalize_max(maps)
-    raise ValueError(f"normalize must be 'minmax', 'max' or None, got {how!r}")
 
 
 def apply_sign(maps: Tensor, sign: Sign) -> Tensor:
@@ -100,19 +82,28 @@ class BaselineAttribution(VisionLanguageAttribution):
         if self.normalize not in ("minmax", "max", None):
             raise ValueError(f"normalize must be 'minmax', 'max' or None, got {normalize!r}")
 
-    def _finish_grid(self, grid_maps: Tensor, images: Tensor, output: OutputKind) -> Tensor:
-        r"""``(B, h, w)`` non-negative grid maps -> upsampled, normalised attribution."""
+    def _finish_grid(
+        self, grid_maps: Tensor, images: Tensor, output: OutputKind, scale: Tensor | None = None
+    ) -> Tensor:
+        r"""``(B, h, w)`` non-negative grid maps -> upsampled, normalised attribution.
+
+        ``scale`` (``(B,)``) is the magnitude the maps' rounding noise is
+        relative to (:func:`~captum_matex._maps.is_flat`); by default the maps' own.
+        """
         grid_maps = torch.nan_to_num(grid_maps.detach().float(), nan=0.0).clamp_min(0)
+        grid_maps = self._zero_flat_images(grid_maps, images)
         maps = format_maps(grid_maps, images, output)
-        return normalize(maps, self.normalize).contiguous()
+        return normalize(maps, self.normalize, scale=scale, dtype=images.dtype).contiguous()
 
     def _finish_pixels(
-        self, pixel_maps: Tensor, images: Tensor, output: OutputKind
+        self, pixel_maps: Tensor, images: Tensor, output: OutputKind, scale: Tensor | None = None
     ) -> Tensor:
-        r"""``(B, H, W)`` pixel maps -> shaped, normalised attribution."""
+        r"""``(B, H, W)`` pixel maps -> shaped, normalised attribution (``scale``
+        as in :meth:`_finish_grid`)."""
         grid = self.adapter.grid_size(images)
-        maps = format_pixel_maps(pixel_maps.detach(), images, output, grid)
-        return normalize(maps, self.normalize).contiguous()
+        pixel_maps = self._zero_flat_images(pixel_maps.detach(), images)
+        maps = format_pixel_maps(pixel_maps, images, output, grid)
+        return normalize(maps, self.normalize, scale=scale, dtype=images.dtype).contiguous()
 
 
 def resolve_block(index: int, num_layers: int, what: str = "layer") -> int:

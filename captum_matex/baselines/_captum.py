@@ -40,6 +40,9 @@ class CaptumBaseline(BaselineAttribution):
     default_normalize = "max"
     #: sign convention of the method (Captum's visualisation ``sign``)
     default_sign: Sign = "positive"
+    #: the attribution is made of score differences (perturbation methods): its
+    #: rounding noise is relative to the score, so flatness is judged against it
+    score_difference_maps: bool = False
 
     def __init__(
         self,
@@ -72,11 +75,22 @@ class CaptumBaseline(BaselineAttribution):
         with self.adapter.explaining(self.eval_mode, exposes_attention=False):
             images, text = self._resolve(inputs, additional_forward_args)
             attr = self._captum_attribute(images, text.embeddings)
+            scale = self._score_scale(images, text.embeddings)
         if attr.shape[-2:] != images.shape[-2:]:  # a layer method: grid-level map
             # upsampling clamps at zero, so grid-level maps are never signed
-            return self._finish_grid(apply_sign(attr.detach().sum(1), self.sign), images, output)
+            grid_maps = apply_sign(attr.detach().sum(1), self.sign)
+            return self._finish_grid(grid_maps, images, output, scale)
         pixel_maps = apply_sign(attr.detach().sum(1), self.sign)
-        return self._finish_pixels(pixel_maps, images, output)
+        return self._finish_pixels(pixel_maps, images, output, scale)
+
+    def _score_scale(self, images: Tensor, text_embeddings: Tensor) -> Tensor | None:
+        r"""``(B,)`` magnitude of a channel-summed map of score differences,
+        ``channels * |s(x)|``; ``None`` for other methods (their own magnitude)."""
+        if not self.score_difference_maps:
+            return None
+        with torch.no_grad():
+            score = self.forward_func(images, text_embeddings)
+        return score.abs() * images.shape[1]
 
     def _captum_attribute(self, images: Tensor, text_embeddings: Tensor) -> Tensor:
         """Captum attribution ``(B, C, H, W)`` (or ``(B, 1, h, w)``) for ``images``."""

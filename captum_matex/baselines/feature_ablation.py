@@ -66,6 +66,8 @@ class FeatureAblation(CaptumBaseline):
         ...     pixel_values, additional_forward_args=(["cardiomegaly"],))
     """
 
+    score_difference_maps = True
+
     def __init__(
         self,
         model: nn.Module | VisionLanguageAdapter,

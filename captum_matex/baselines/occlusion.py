@@ -46,6 +46,8 @@ class Occlusion(CaptumBaseline):
         ...     pixel_values, additional_forward_args=(["cardiomegaly"],))
     """
 
+    score_difference_maps = True
+
     def __init__(
         self,
         model: nn.Module | VisionLanguageAdapter,

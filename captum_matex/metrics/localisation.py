@@ -31,6 +31,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from captum_matex._maps import normalize_minmax
 from captum_matex.metrics._common import (
     average_ranks,
     check_masks,
@@ -160,7 +161,10 @@ def minmax_normalize(maps: Tensor) -> Tensor:
 
     .. math:: \tilde M = \frac{M - \min M}{\max M - \min M}
 
-    A constant map becomes all zeros; NaN/inf values stay non-finite.
+    The package's one noise-safe normalisation
+    (:func:`captum_matex._maps.normalize_minmax`): a constant map, or one
+    whose spread is rounding noise, becomes all zeros; NaN/inf values stay
+    non-finite.
 
     Args:
         maps: ``(B, ...)`` tensor.
@@ -168,13 +172,7 @@ def minmax_normalize(maps: Tensor) -> Tensor:
     Returns:
         Tensor of the same shape with each sample in [0, 1].
     """
-    flat = maps.flatten(1)
-    lo = flat.amin(1, keepdim=True)
-    span = flat.amax(1, keepdim=True) - lo
-    safe = torch.where(span > 0, span, torch.ones_like(span))
-    out = torch.where(span > 0, (flat - lo) / safe, torch.zeros_like(flat))
-    out = torch.where(torch.isfinite(flat), out, flat)
-    return out.view_as(maps)
+    return torch.where(torch.isfinite(maps), normalize_minmax(maps), maps)
 
 
 def miou(

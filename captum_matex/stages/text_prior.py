@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from captum_matex._maps import gaussian_smooth, normalize_max
+from captum_matex._maps import gaussian_smooth, is_flat, normalize_max
 
 
 class PatchTextPrior:
@@ -41,5 +41,5 @@ class PatchTextPrior:
             patch_embeddings, text_embeddings[:, None].to(patch_embeddings), dim=-1
         ).clamp_min(0)
         sim = gaussian_smooth(sim.view(-1, *grid), self.sigma).flatten(1)
-        empty = sim.amax(1, keepdim=True) <= 0
-        return normalize_max(sim).masked_fill(empty, 1.0)
+        uninformative = is_flat(sim)[:, None]  # no (or only noise) similarity: neutral prior
+        return normalize_max(sim).masked_fill(uninformative, 1.0)
