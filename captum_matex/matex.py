@@ -17,7 +17,7 @@ from captum_matex._explainer import (
     block_relevance,
     format_maps,
 )
-from captum_matex._inputs import check_images, resolve_text
+from captum_matex._inputs import check_images, check_text_embeddings, resolve_text
 from captum_matex.adapters import VisionLanguageAdapter
 from captum_matex.stages.anatomy import AnatomicalPrior
 from captum_matex.stages.attention import GradWeightedAttention
@@ -267,6 +267,7 @@ class MATEX(VisionLanguageAttribution):
             images = check_images(inputs, self.adapter)
             batch = images.shape[0]
             if isinstance(phrases, Tensor):
+                phrases = check_text_embeddings(phrases, self.adapter).to(images.device)
                 embeddings = _embedding_table(phrases, batch)
                 per_image = [[None] * embeddings.shape[1]] * batch
             else:
@@ -312,6 +313,7 @@ class MATEX(VisionLanguageAttribution):
             )
         cons_map = consistency.map if consistency is not None else None
         fused = self.fusion(rollouts, cons_map, priors, grid)
+        fused = self._zero_flat_images(fused, images)
 
         def as_grid(x: Tensor | None) -> Tensor | None:
             return None if x is None else x.reshape(*x.shape[:-1], *grid)
@@ -355,4 +357,6 @@ def _embedding_table(embeddings: Tensor, batch: int) -> Tensor:
             f"text embeddings for many phrases must be (K, E) or ({batch}, K, E), got "
             f"{tuple(embeddings.shape)}"
         )
+    if embeddings.shape[1] == 0:
+        raise ValueError("phrases holds no embeddings (K = 0); give at least one phrase")
     return embeddings

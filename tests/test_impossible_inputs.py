@@ -133,11 +133,6 @@ def test_attribute_phrases_refuses_meta_images_and_models(images, text, prepare)
     assert_same_state(full_state(model), before)
 
 
-@pytest.mark.xfail(
-    strict=True, raises=NotImplementedError,
-    reason="MATEX.attribute_phrases takes phrase embeddings on its own path "
-    "(matex._embedding_table) without captum_matex._inputs.check_text_embeddings",
-)
 def test_attribute_phrases_refuses_meta_phrase_embeddings():
     model = tiny_model()
     with pytest.raises(ValueError, match="'meta' device"):
