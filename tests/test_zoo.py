@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pickle
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -44,6 +47,23 @@ def test_shipped_files_are_safe_and_small() -> None:
     assert {"config.json", "model.safetensors", "tokenizer.json", "TRAINING.md"} <= names
     assert not [n for n in names if n.endswith((".bin", ".pt", ".pth", ".pkl", ".ckpt"))]
     assert (MODEL_DIR / "model.safetensors").stat().st_size <= 25 * 2**20
+
+
+@pytest.mark.slow
+def test_training_tool_still_trains_and_saves_a_loadable_model(tmp_path) -> None:
+    r"""``tools/train_phantom.py`` (outside the package) runs against the library:
+    a two-step run on a tiny model writes a model that :func:`phantom_clip` loads."""
+    script = Path(__file__).resolve().parents[1] / "tools" / "train_phantom.py"
+    out = tmp_path / "run"
+    args = ["--out", str(out), "--steps", "2", "--bank", "16", "--val", "8", "--test", "8",
+            "--workers", "1", "--eval-every", "2", "--threads", "1",
+            "--vision-width", "32", "--vision-layers", "1", "--text-layers", "1"]
+    done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert {"model.safetensors", "metrics.json", "TRAINING.md"} <= {p.name for p in out.iterdir()}
+    assert "`python tools/train_phantom.py --out" in (out / "TRAINING.md").read_text()
+    model, _ = phantom_clip(out)
+    assert model.config.vision_config.hidden_size == 32
 
 
 def test_patch_grid_and_context(loaded: tuple) -> None:
