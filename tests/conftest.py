@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
@@ -65,12 +67,25 @@ def make_clip(
     return CLIPModel(config).eval()
 
 
+#: Threads for tests of tiny models: 1 by default (far faster on a shared CPU,
+#: no thread contention); CI reruns the numerics tests with 4 to surface
+#: results that depend on how a reduction is split across threads.
+TEST_THREADS = int(os.environ.get("MATEX_TEST_THREADS", "1"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """``MATEX_TEST_DETERMINISTIC=1`` runs the suite under
+    ``torch.use_deterministic_algorithms(True)`` (a CI step does)."""
+    if os.environ.get("MATEX_TEST_DETERMINISTIC") == "1":
+        torch.use_deterministic_algorithms(True)
+
+
 @pytest.fixture(scope="module")
-def one_thread():
-    """Tiny models run far faster single-threaded on a shared CPU (no thread
-    contention); use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+def tiny_threads():
+    """Run a module's tiny models on :data:`TEST_THREADS` threads; use with
+    ``pytestmark = pytest.mark.usefixtures("tiny_threads")``."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(TEST_THREADS)
     yield
     torch.set_num_threads(threads)
 

@@ -37,7 +37,7 @@ FAST = {
 }
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = pytest.mark.usefixtures("tiny_threads")
 
 
 def close(actual, expected, delta=1e-5):

@@ -28,7 +28,7 @@ from captum_matex.zoo import phantom_clip
 CONFIG = {"study": "unit", "limit": 3}
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = pytest.mark.usefixtures("tiny_threads")
 
 
 def _rows(out: Path) -> list[dict]:

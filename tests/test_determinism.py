@@ -30,7 +30,7 @@ TOKENIZER = make_tokenizer()
 HALF_TOLERANCE = 0.05
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = pytest.mark.usefixtures("tiny_threads")
 
 
 @pytest.fixture(scope="module")

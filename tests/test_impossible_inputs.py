@@ -24,7 +24,7 @@ TOKENIZER = make_tokenizer()
 IDS = TOKENIZER(TEXT, padding="max_length", max_length=16, return_tensors="pt")["input_ids"]
 EMBEDDING_DIM = 16  # projection_dim of conftest.make_clip
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = pytest.mark.usefixtures("tiny_threads")
 
 
 def run(name: str, model: nn.Module, images, text) -> torch.Tensor:

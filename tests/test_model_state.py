@@ -28,7 +28,7 @@ TEXT = PHRASES[:2]
 TOKENIZER = make_tokenizer()
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = pytest.mark.usefixtures("tiny_threads")
 
 
 def tiny_model():
@@ -229,7 +229,7 @@ def test_one_model_in_two_threads_at_once_is_refused_clearly(alone, name):
     assert_same_state(full_state(model), before)
 
 
-def test_nested_use_in_one_thread_is_allowed_and_releases_the_model():
+def test_nested_use_in_test_threads_is_allowed_and_releases_the_model():
     # Captum-based methods call SimilarityForward inside attribute: one thread claims twice
     model = tiny_model()
     forward = SimilarityForward(model, TOKENIZER)

@@ -40,7 +40,7 @@ FAST = {
 }
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = pytest.mark.usefixtures("tiny_threads")
 
 
 def open_clip_vit(seed: int = 0) -> nn.Module:

@@ -43,7 +43,7 @@ SETTINGS = dict(
 )
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = pytest.mark.usefixtures("tiny_threads")
 
 
 @pytest.fixture(scope="module")
