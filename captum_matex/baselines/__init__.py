@@ -11,7 +11,9 @@ registered by name so benchmarks and the command line pick them by string:
     ['chefer', 'feature_ablation', 'grad_eclip']
     >>> explainer = baselines.get("m2ib")(model, processor)
 
-MATEX itself is registered as ``"matex"``.
+MATEX itself is registered as ``"matex"``. These three functions are the
+method half of :mod:`captum_matex.registry`, which also lists methods that
+installed packages add through the ``captum_matex.methods`` entry points.
 """
 
 from captum_matex.baselines._registry import available, get, register

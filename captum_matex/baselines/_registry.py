@@ -1,4 +1,5 @@
-"""Name -> attribution class registry, so benchmarks and the CLI pick methods by name."""
+r"""The method half of :mod:`captum_matex.registry`, under the names the baselines
+have always used: :func:`register`, :func:`get` and :func:`available`."""
 
 from __future__ import annotations
 
@@ -6,19 +7,17 @@ from typing import Callable, TypeVar
 
 from captum.attr import Attribution
 
+from captum_matex.registry import methods
+
 T = TypeVar("T", bound=type)
-
-_REGISTRY: dict[str, type[Attribution]] = {}
-
-
-def _key(name: str) -> str:
-    return name.strip().lower().replace("-", "_").replace(" ", "_")
 
 
 def register(name: str) -> Callable[[T], T]:
     r"""Class decorator registering an attribution class under ``name``.
 
-    Names are case-insensitive; ``-`` and ``_`` are interchangeable.
+    Names are case-insensitive; ``-`` and ``_`` are interchangeable. Packages
+    outside captum_matex can instead declare the class in the
+    ``captum_matex.methods`` entry-point group (see :mod:`captum_matex.registry`).
 
     Args:
         name (str): registry name, e.g. ``"m2ib"``.
@@ -27,21 +26,18 @@ def register(name: str) -> Callable[[T], T]:
         The decorator; it returns the class unchanged.
 
     Raises:
+        TypeError: the class is not a Captum ``Attribution``.
         ValueError: ``name`` is already taken by another class.
     """
 
     def decorator(cls: T) -> T:
-        key = _key(name)
-        if key in _REGISTRY and _REGISTRY[key] is not cls:
-            raise ValueError(f"attribution name {name!r} is already registered")
-        _REGISTRY[key] = cls
-        return cls
+        return methods.register(name, cls)
 
     return decorator
 
 
 def get(name: str) -> type[Attribution]:
-    r"""The attribution class registered under ``name``.
+    r"""The attribution class registered under ``name`` (built-in or plugin).
 
     Args:
         name (str): a name from :func:`available` (case-insensitive).
@@ -57,18 +53,13 @@ def get(name: str) -> type[Attribution]:
         >>> from captum_matex import baselines
         >>> explainer = baselines.get("m2ib")(model, processor)
     """
-    try:
-        return _REGISTRY[_key(name)]
-    except KeyError:
-        raise KeyError(
-            f"no attribution method named {name!r}; available: {', '.join(available())}"
-        ) from None
+    return methods.get(name)
 
 
 def available() -> list[str]:
-    r"""Registered method names, sorted.
+    r"""Registered method names (built-in and plugin), sorted.
 
     Returns:
         list[str]: names accepted by :func:`get`.
     """
-    return sorted(_REGISTRY)
+    return methods.available()

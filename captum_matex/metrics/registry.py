@@ -1,4 +1,9 @@
-r"""Registry of the metrics with their score direction, as Quantus declares it.
+r"""The built-in metrics with their score direction, as Quantus declares it.
+
+:data:`METRICS` is the built-in table of :data:`captum_matex.registry.metrics`
+(the same dict: an entry added here is found by the registry and the
+benchmark); installed packages add metrics through the
+``captum_matex.metrics`` entry points instead.
 
     >>> from captum_matex.metrics import METRICS
     >>> info = METRICS["cnr"]
@@ -9,37 +14,16 @@ r"""Registry of the metrics with their score direction, as Quantus declares it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
 from captum_matex.metrics import faithfulness, localisation, sanity
+from captum_matex.registry import MetricInfo, metrics
 
-
-@dataclass(frozen=True)
-class MetricInfo:
-    r"""What a benchmark needs to know about one metric.
-
-    Attributes:
-        fn: the metric function; localisation metrics take
-            ``(maps, masks)``, faithfulness metrics
-            ``(forward_func, images, maps, additional_forward_args)`` (Captum
-            wrappers: see their signatures), sanity metrics two batches of maps.
-        higher_is_better: the score direction.
-        category: ``"localisation"``, ``"faithfulness"`` or ``"sanity"``.
-        range: ``(low, high)`` of the score (``inf`` where unbounded).
-        description: one line for tables.
-    """
-
-    fn: Callable
-    higher_is_better: bool
-    category: str
-    range: tuple
-    description: str
-
+__all__ = ["METRICS", "MetricInfo"]
 
 _INF = float("inf")
 
-METRICS: dict[str, MetricInfo] = {
+#: Name to :class:`~captum_matex.registry.MetricInfo`; the registry's built-in table.
+METRICS: dict[str, MetricInfo] = metrics.table
+METRICS.update({
     "pointing_game": MetricInfo(
         localisation.pointing_game, True, "localisation", (0.0, 1.0),
         "map maximum inside the boxes"),
@@ -60,10 +44,10 @@ METRICS: dict[str, MetricInfo] = {
         "share of the top 10% pixels inside the boxes"),
     "confidence_drop": MetricInfo(
         faithfulness.confidence_drop, False, "faithfulness", (0.0, _INF),
-        "100 * max(0, s(x) - s(x * M)) (M2IB)"),
+        "100 * max(0, s(x) - s(x * M)) (M2IB)", maps="minmax"),
     "confidence_increase": MetricInfo(
         faithfulness.confidence_increase, True, "faithfulness", (0.0, 100.0),
-        "100 * 1[s(x * M) > s(x)] (M2IB)"),
+        "100 * 1[s(x * M) > s(x)] (M2IB)", maps="minmax"),
     "deletion_auc": MetricInfo(
         faithfulness.deletion_auc, False, "faithfulness", (-_INF, _INF),
         "AUC of the score as top pixels are removed (RISE)"),
@@ -72,14 +56,15 @@ METRICS: dict[str, MetricInfo] = {
         "AUC of the score as top pixels are inserted (RISE)"),
     "infidelity": MetricInfo(
         faithfulness.infidelity, False, "faithfulness", (0.0, _INF),
-        "Captum infidelity (Yeh et al. 2019)"),
+        "Captum infidelity (Yeh et al. 2019)", benchmark="optional"),
     "sensitivity_max": MetricInfo(
         faithfulness.sensitivity_max, False, "faithfulness", (0.0, _INF),
-        "Captum max-sensitivity (Yeh et al. 2019)"),
+        "Captum max-sensitivity (Yeh et al. 2019)", benchmark="unsupported"),
     "randomisation_spearman": MetricInfo(
         sanity.randomisation_spearman, False, "sanity", (-1.0, 1.0),
-        "Spearman of maps, trained vs randomised model (Adebayo et al. 2018)"),
+        "Spearman of maps, trained vs randomised model (Adebayo et al. 2018)",
+        compares="randomised"),
     "prompt_sensitivity": MetricInfo(
         sanity.prompt_sensitivity, True, "sanity", (0.0, 2.0),
-        "1 - Spearman of maps for the phrase and its swapped version"),
-}
+        "1 - Spearman of maps for the phrase and its swapped version", compares="swapped"),
+})
