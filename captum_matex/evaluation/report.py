@@ -12,8 +12,16 @@ from typing import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from captum_matex import registry
+
 #: Row fields that are not metrics.
 ROW_KEYS = ("sample", "method", "finding", "phrase", "laterality")
+#: Section title of each metric category in ``results.md``.
+SECTIONS = {
+    "localisation": "Localisation (original pixel grid, against the boxes)",
+    "faithfulness": "Faithfulness (model input)",
+    "sanity": "Sanity",
+}
 
 
 def metric_names(rows: Sequence[dict]) -> list[str]:
@@ -175,41 +183,37 @@ def _write_text(path: Path, text: str) -> None:
 
 def write_report(rows: Sequence[dict], config: dict, out: Path) -> dict:
     r"""Write ``summary.json``, ``results.md`` and ``figures/metrics.png`` for the
-    merged rows of a study; each file is replaced atomically.
+    merged rows of a study; each file is replaced atomically. Every metric
+    column found in :data:`captum_matex.registry.metrics` (built-in or
+    plugin) gets its direction, its category's table and a bar chart.
 
     Returns:
         The summary (see :func:`summarize`) with the configuration under ``"config"``.
     """
-    from captum_matex.metrics import METRICS
-
     summary = summarize(rows)
     summary["config"] = config
-    directions = {name: info.higher_is_better for name, info in METRICS.items()}
+    names = metric_names(rows)
+    infos = {name: registry.metrics.get(name) for name in names if name in registry.metrics}
+    directions = {name: info.higher_is_better for name, info in infos.items()}
     directions["seconds_per_sample"] = False
     _write_text(out / "summary.json", json.dumps(summary, indent=1, allow_nan=True))
-    names = metric_names(rows)
     groups = {
-        "Localisation (original pixel grid, against the boxes)":
-            [m for m in names if METRICS.get(m) and METRICS[m].category == "localisation"],
-        "Faithfulness (model input)":
-            [m for m in names if METRICS.get(m) and METRICS[m].category == "faithfulness"],
-        "Sanity": [m for m in names if METRICS.get(m) and METRICS[m].category == "sanity"],
-        "Score and cost": [m for m in names if m in ("score", "seconds_per_sample")],
+        title: [m for m in names if m in infos and infos[m].category == category]
+        for category, title in SECTIONS.items()
     }
+    groups["Score and cost"] = [m for m in names if m in ("score", "seconds_per_sample")]
     n = max(summary["n_samples"].values(), default=0)
     text = [f"# Benchmark results\n\n{n} image-phrase pairs per method; mean [95% bootstrap "
             "interval]; arrows give the better direction.\n"]
-    for title, metrics in groups.items():
-        if metrics:
-            text.append(f"\n## {title}\n\n" + markdown_table(summary, directions, metrics))
+    for title, columns in groups.items():
+        if columns:
+            text.append(f"\n## {title}\n\n" + markdown_table(summary, directions, columns))
     if "pointing_game" in names:
         text.append("\n## Pointing game by finding\n\n" + _by_finding_table(summary, "pointing_game"))
     text.append("\n## Configuration\n\n```json\n" + json.dumps(config, indent=1) + "\n```\n")
     _write_text(out / "results.md", "".join(text))
-    plotted = [m for m in ("pointing_game", "energy_pointing_game", "miou", "cnr",
-                           "confidence_drop", "randomisation_spearman") if m in names]
-    if plotted:
-        save_figure(metric_bar_chart(summary, plotted, directions), out / "figures" / "metrics.png")
+    if infos:
+        save_figure(metric_bar_chart(summary, list(infos), directions), out / "figures" / "metrics.png")
     return summary
 
 

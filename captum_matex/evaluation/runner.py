@@ -26,6 +26,7 @@ from captum_matex.evaluation.scoring import (
     swapped_phrase,
 )
 from captum_matex.forward import SimilarityForward
+from captum_matex.registry import BUILT_IN, metrics, methods
 
 #: The methods of the headline study (MATEX, its ablations, the prior-only
 #: control and the baselines that explain the same score).
@@ -48,7 +49,7 @@ class BenchmarkConfig:
         dataset: ``"phantom"`` (embedded) or ``"mscxr"`` (a local copy at ``root``).
         split: data split.
         limit: number of image-phrase pairs (``None``: all).
-        methods: registered method names (:func:`captum_matex.baselines.available`).
+        methods: registered method names (:data:`captum_matex.registry.methods`).
         model: what :func:`~captum_matex.loading.load_model` loads (a
             transformers CLIP or an open_clip model, folder or hub name);
             ``None`` is the embedded phantom model.
@@ -68,6 +69,9 @@ class BenchmarkConfig:
             built-in clinical-film atlas), ``"phantom"``
             (:func:`~captum_matex.zoo.phantom_atlas`) or ``"auto"`` (phantom
             atlas for the phantom data set, generic otherwise).
+        metrics: registered metric names to score (:data:`captum_matex.registry.metrics`);
+            ``None``: every metric whose ``benchmark`` is ``"default"``. Either
+            way ``faithfulness`` and ``sanity`` switch their categories off.
     """
 
     dataset: str = "phantom"
@@ -85,19 +89,65 @@ class BenchmarkConfig:
     seed: int = 0
     method_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
     atlas: str = "auto"
+    metrics: list[str] | None = None
 
     def build(self, name: str, model, processor):
         r"""Method ``name`` on ``model``, with its ``method_kwargs`` and the
         configured atlas."""
-        from captum_matex.baselines import get
-
-        method = get(name)
+        method = methods.get(name)
         kwargs = dict(self.method_kwargs.get(name, {}))
         if self._atlas() == "phantom" and _takes_anatomical_prior(method):
             from captum_matex.zoo import phantom_prior
 
             kwargs.setdefault("anatomical_prior", phantom_prior())
         return method(model, processor, **kwargs)
+
+    def metric_names(self, category: str | None = None) -> list[str]:
+        r"""The metrics this study scores, in registry (or ``metrics``) order.
+
+        Args:
+            category (str, optional): Only this category's metrics. Default: None.
+
+        Returns:
+            list of str: Registered metric names.
+
+        Raises:
+            BenchmarkError: an unknown metric, or one the benchmark cannot call.
+        """
+        names = self._chosen_metrics(self.metrics)
+        return [n for n in names if category is None or metrics.get(n).category == category]
+
+    def _chosen_metrics(self, chosen: list[str] | None) -> list[str]:
+        if chosen is None:
+            chosen = [e.name for e in metrics.entries() if e.obj.benchmark == "default"]
+        unknown = [n for n in chosen if n not in metrics]
+        if unknown:
+            raise BenchmarkError(f"unknown metric(s) {', '.join(unknown)}; available: "
+                                 f"{', '.join(metrics.available())}")
+        unusable = [n for n in chosen if metrics.get(n).benchmark == "unsupported"]
+        if unusable:
+            raise BenchmarkError(f"the benchmark cannot score {', '.join(unusable)} (its "
+                                 "function takes other arguments); call it directly")
+        off = {"faithfulness": not self.faithfulness, "sanity": not self.sanity}
+        return [n for n in chosen if not off.get(metrics.get(n).category)]
+
+    def settings(self) -> dict[str, Any]:
+        r"""The configuration that identifies the study's results (its fingerprint).
+
+        ``metrics`` is resolved to names and left out when it equals the
+        built-in default set, so studies started before metrics could be
+        chosen resume.
+
+        Returns:
+            dict: JSON-ready settings.
+        """
+        settings = asdict(self)
+        settings["metrics"] = self.metric_names()
+        builtin = [e.name for e in metrics.entries()
+                   if e.origin == BUILT_IN and e.obj.benchmark == "default"]
+        if settings["metrics"] == self._chosen_metrics(builtin):
+            del settings["metrics"]
+        return settings
 
     def _atlas(self) -> str:
         if self.atlas not in ("auto", "generic", "phantom"):
@@ -135,24 +185,34 @@ def _rank_file(out: Path, rank: int) -> Path:
     return out / f"results.rank{rank}.jsonl"
 
 
-def _load_model(config: BenchmarkConfig, device: str):
-    if config.model is None:
-        from captum_matex.zoo import phantom_clip
+class _Model:
+    r"""The study's model and processor, loaded on first use and then kept, so a
+    worker loads it once for its shard and the report's overlays."""
 
-        model, processor = phantom_clip()
-    else:
-        from captum_matex.loading import load_model
+    def __init__(self, config: BenchmarkConfig, device: str) -> None:
+        self.config = config
+        self.device = device
+        self._loaded: tuple[Any, Any] | None = None
 
-        model, processor = load_model(config.model, device)
-    return model.to(device), processor
+    def __call__(self) -> tuple[Any, Any]:
+        if self._loaded is None:
+            if self.config.model is None:
+                from captum_matex.zoo import phantom_clip
+
+                model, processor = phantom_clip()
+            else:
+                from captum_matex.loading import load_model
+
+                model, processor = load_model(self.config.model, self.device)
+            self._loaded = (model.to(self.device), processor)
+        return self._loaded
 
 
 def _check_methods(names: list[str]) -> None:
-    from captum_matex.baselines import available
-
-    unknown = [n for n in names if n.lower().replace("-", "_") not in available()]
+    unknown = [n for n in names if n not in methods]
     if unknown:
-        raise BenchmarkError(f"unknown method(s) {', '.join(unknown)}; available: {', '.join(available())}")
+        raise BenchmarkError(f"unknown method(s) {', '.join(unknown)}; available: "
+                             f"{', '.join(methods.available())}")
 
 
 class _MethodRunner:
@@ -166,31 +226,40 @@ class _MethodRunner:
             config.build(name, randomised, processor) if randomised is not None else None
         )
         self.config = config
+        self.localisation = config.metric_names("localisation")
+        self.faithfulness = config.metric_names("faithfulness")
+        self.sanity = config.metric_names("sanity")
+        self.compares = {metrics.get(n).compares for n in self.sanity}
 
     def _maps(self, explainer, pixels: torch.Tensor, phrases: list[str]) -> torch.Tensor:
         torch.manual_seed(self.config.seed)  # stochastic methods repeat exactly per batch
         return explainer.attribute(pixels, (phrases,), output="pixel").detach()
+
+    def _references(self, batch: BatchInputs, phrases: list[str]) -> dict[str, torch.Tensor]:
+        r"""The maps the chosen sanity metrics compare with (see ``MetricInfo.compares``)."""
+        references = {}
+        if "swapped" in self.compares:
+            swapped = [swapped_phrase(p) for p in phrases]
+            references["swapped"] = self._maps(self.explainer, batch.pixels, swapped)
+        if "randomised" in self.compares:
+            references["randomised"] = self._maps(self.random_explainer, batch.pixels, phrases)
+        return references
 
     def score(self, batch: BatchInputs) -> list[dict]:
         phrases = [s.phrase for s in batch.samples]
         start = time.perf_counter()
         maps = self._maps(self.explainer, batch.pixels, phrases)
         seconds = (time.perf_counter() - start) / len(phrases)
-        scores = localisation_scores(maps, batch)
+        scores = localisation_scores(maps, batch, self.localisation)
         scores["score"] = batch.scores
         forward = self.explainer.forward_func
-        if self.config.faithfulness:
+        if self.faithfulness:
             height, width = batch.pixels.shape[-2:]
             patch = (1, math.ceil(height * width / self.config.curve_steps))  # pixels per step
             with torch.no_grad():
-                scores.update(faithfulness_scores(forward, maps, batch, patch))
-        if self.config.sanity:
-            swapped = self._maps(self.explainer, batch.pixels, [swapped_phrase(p) for p in phrases])
-            randomised = (
-                self._maps(self.random_explainer, batch.pixels, phrases)
-                if self.random_explainer is not None else None
-            )
-            scores.update(sanity_scores(maps, randomised, swapped))
+                scores.update(faithfulness_scores(forward, maps, batch, self.faithfulness, patch))
+        if self.sanity:
+            scores.update(sanity_scores(maps, self._references(batch, phrases), self.sanity))
         rows = []
         for i, sample in enumerate(batch.samples):
             row = {"sample": sample.id, "method": self.name, "finding": sample.finding,
@@ -262,9 +331,9 @@ def run_benchmark(
             and ``force`` is not given.
     """
     _check_methods(config.methods)
+    settings = config.settings()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    settings = asdict(config)
     with worker_from_env(device) as worker:
         if device == "cuda" and worker.world > 1:
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', worker.rank))}"
@@ -276,18 +345,19 @@ def run_benchmark(
         worker.barrier()
         done = _done_keys(out, settings)
         worker.barrier()
-        _run_shard(config, worker, log, done, device, progress)
+        model = _Model(config, device)
+        _run_shard(config, worker, log, done, model, device, progress)
         worker.barrier()
         if not worker.is_main:
             return None
         rows = read_rows(sorted(out.glob("results.rank*.jsonl")), settings)
         summary = write_report(rows, settings, out)
-        _write_overlays(config, out, device)
+        _write_overlays(config, out, model, device)
         return summary
 
 
 def _run_shard(config: BenchmarkConfig, worker: Worker, log: ResultsLog, done: set,
-               device: str, progress: bool) -> None:
+               load: _Model, device: str, progress: bool) -> None:
     samples = config.samples()
     if not samples:
         raise BenchmarkError("the study has no samples (check --split, --limit and the data)")
@@ -299,9 +369,9 @@ def _run_shard(config: BenchmarkConfig, worker: Worker, log: ResultsLog, done: s
     work = [(chunk, names) for chunk, names in work if names]
     if not work:
         return
-    model, processor = _load_model(config, device)
+    model, processor = load()
     randomised = None
-    if config.sanity:
+    if any(metrics.get(n).compares == "randomised" for n in config.metric_names("sanity")):
         from captum_matex.metrics import randomized_model
 
         randomised = randomized_model(model, seed=config.seed)
@@ -322,13 +392,14 @@ def _run_shard(config: BenchmarkConfig, worker: Worker, log: ResultsLog, done: s
     bar.close()
 
 
-def _write_overlays(config: BenchmarkConfig, out: Path, device: str, cases: int = 4) -> None:
+def _write_overlays(config: BenchmarkConfig, out: Path, load: _Model, device: str,
+                    cases: int = 4) -> None:
     r"""``figures/overlays.png``: the first ``cases`` samples (rows) explained
     by every method (columns), on the original pixel grid with the boxes."""
     from captum_matex.data.geometry import maps_to_original
 
     samples = config.samples()[:cases]
-    model, processor = _load_model(config, device)
+    model, processor = load()
     images = [s.load() for s in samples]
     pixels, geometries = prepare(images, processor, config.mode, device=device)
     columns = {}

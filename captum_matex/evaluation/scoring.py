@@ -3,38 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from torch import Tensor
 
 from captum_matex.data.geometry import Geometry, maps_to_original
 from captum_matex.evaluation.samples import EvalSample
-from captum_matex.metrics import (
-    boxes_to_mask,
-    cnr,
-    confidence_drop_increase,
-    deletion_auc,
-    energy_pointing_game,
-    insertion_auc,
-    minmax_normalize,
-    miou,
-    pixel_auroc,
-    pointing_game,
-    prompt_sensitivity,
-    randomisation_spearman,
-    top_k_precision,
-)
+from captum_matex.metrics import boxes_to_mask, minmax_normalize
 from captum_matex.phrases import swap_laterality
-
-#: Localisation metrics scored on the original pixel grid against the boxes.
-LOCALISATION = {
-    "pointing_game": pointing_game,
-    "energy_pointing_game": energy_pointing_game,
-    "miou": miou,
-    "cnr": cnr,
-    "pixel_auroc": pixel_auroc,
-    "top_k_precision": top_k_precision,
-}
+from captum_matex.registry import metrics
 
 #: The phrase a map is compared with when the original has no side to swap.
 UNRELATED_PHRASE = "right upper lobe nodule"
@@ -68,47 +45,81 @@ class BatchInputs:
     scores: list[float]
 
 
-def localisation_scores(maps: Tensor, batch: BatchInputs) -> dict[str, list[float]]:
-    r"""Localisation metrics of ``(B, 1, H, W)`` input-grid maps, computed on
-    each sample's original pixel grid against its boxes (one sample at a time,
-    since original sizes differ)."""
-    scores: dict[str, list[float]] = {name: [] for name in LOCALISATION}
+def localisation_scores(maps: Tensor, batch: BatchInputs,
+                        names: Sequence[str]) -> dict[str, list[float]]:
+    r"""Localisation metrics of input-grid maps, on each sample's original pixel grid.
+
+    Maps go back to the original grid one sample at a time (original sizes
+    differ); each metric is called as ``fn(map (1, 1, H, W), mask (1, H, W))``.
+
+    Args:
+        maps (Tensor): ``(B, 1, H, W)`` maps on the model-input grid.
+        batch (BatchInputs): The batch the maps explain.
+        names (Sequence[str]): Registered localisation metrics to score.
+
+    Returns:
+        dict: Metric name to one value per sample.
+    """
+    infos = {name: metrics.get(name) for name in names}
+    scores: dict[str, list[float]] = {name: [] for name in names}
     originals = maps_to_original(maps[:, 0], batch.geometries)
     for heat, sample in zip(originals, batch.samples):
         heat = heat[None].float()
         mask = boxes_to_mask([sample.boxes], tuple(heat.shape[-2:]), device=heat.device)
-        for name, metric in LOCALISATION.items():
-            scores[name].append(float(metric(heat, mask)[0]))
+        for name, info in infos.items():
+            scores[name].append(float(info.fn(heat, mask)[0]))
     return scores
 
 
 def faithfulness_scores(
-    forward: Callable[..., Tensor], maps: Tensor, batch: BatchInputs, patch_size: Sequence[int]
+    forward: Callable[..., Tensor], maps: Tensor, batch: BatchInputs, names: Sequence[str],
+    patch_size: Sequence[int],
 ) -> dict[str, list[float]]:
-    r"""M2IB's confidence drop / increase and RISE deletion / insertion AUC, on
-    the model input."""
+    r"""Faithfulness metrics on the model input.
+
+    Each metric is called as ``fn(forward, pixels, maps, (token_ids,))``, with
+    min-max normalised maps when its :attr:`~captum_matex.registry.MetricInfo.maps`
+    says so and with ``patch_size=`` when it takes that keyword (deletion and
+    insertion: the pixels removed or inserted per curve step).
+
+    Args:
+        forward (Callable): The explained score, ``forward(pixels, token_ids) -> (B,)``.
+        maps (Tensor): ``(B, 1, H, W)`` maps on the model-input grid.
+        batch (BatchInputs): The batch the maps explain.
+        names (Sequence[str]): Registered faithfulness metrics to score.
+        patch_size (Sequence[int]): Pixels per curve step, ``(1, n)``.
+
+    Returns:
+        dict: Metric name to one value per sample.
+    """
     args = (batch.token_ids,)
     normalised = minmax_normalize(maps)
-    drop, increase = confidence_drop_increase(forward, batch.pixels, normalised, args)
-    # deletion replaces pixels by 0 (the data set's mean colour in normalised inputs);
-    # insertion reveals them on a blurred copy (the metrics' defaults)
-    deletion = deletion_auc(forward, batch.pixels, maps, args, patch_size=patch_size)
-    insertion = insertion_auc(forward, batch.pixels, maps, args, patch_size=patch_size)
-    return {
-        "confidence_drop": drop.tolist(),
-        "confidence_increase": increase.tolist(),
-        "deletion_auc": deletion.tolist(),
-        "insertion_auc": insertion.tolist(),
-    }
+    scores = {}
+    for name in names:
+        info = metrics.get(name)
+        options = {"patch_size": patch_size} if info.accepts("patch_size") else {}
+        given = normalised if info.maps == "minmax" else maps
+        scores[name] = info.fn(forward, batch.pixels, given, args, **options).tolist()
+    return scores
 
 
 def sanity_scores(
-    maps: Tensor, randomised_maps: Tensor | None, swapped_maps: Tensor
+    maps: Tensor, references: Mapping[str, Tensor], names: Sequence[str]
 ) -> dict[str, list[float]]:
-    r"""Randomisation Spearman (trained vs randomised model) and prompt
-    sensitivity (phrase vs swapped phrase) on the model-input grid."""
-    scores = {"prompt_sensitivity": prompt_sensitivity(maps, swapped_maps).tolist()}
-    if randomised_maps is not None:
-        scores["randomisation_spearman"] = randomisation_spearman(maps, randomised_maps).tolist()
-    return scores
+    r"""Sanity metrics on the model-input grid: each compares the maps with the
+    reference maps its :attr:`~captum_matex.registry.MetricInfo.compares` names.
 
+    Args:
+        maps (Tensor): ``(B, 1, H, W)`` maps of the method.
+        references (Mapping[str, Tensor]): ``"randomised"`` (the method on a
+            randomised model) and ``"swapped"`` (for the swapped phrases) maps.
+        names (Sequence[str]): Registered sanity metrics to score.
+
+    Returns:
+        dict: Metric name to one value per sample.
+    """
+    scores = {}
+    for name in names:
+        info = metrics.get(name)
+        scores[name] = info.fn(maps, references[info.compares]).tolist()
+    return scores
