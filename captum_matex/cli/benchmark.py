@@ -1,4 +1,4 @@
-"""The ``matex benchmark`` sub-command."""
+"""``matex benchmark``: run, resume or list the comparative study's methods and metrics."""
 
 from __future__ import annotations
 
@@ -7,18 +7,20 @@ import json
 import sys
 from pathlib import Path
 
+from captum_matex import registry
 from captum_matex._quiet import VERBOSE_HELP, quiet_third_party
-from captum_matex.evaluation.results import ResultsFileError
-from captum_matex.evaluation.runner import (
+from captum_matex.cli._common import CLIError
+from captum_matex.evaluation import (
     DEFAULT_METHODS,
     BenchmarkConfig,
     BenchmarkError,
+    ResultsFileError,
     run_benchmark,
 )
 from captum_matex.loading import MODEL_HELP
 
 
-def _methods(text: str) -> list[str]:
+def _names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
@@ -45,9 +47,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--split", default="test", help="train, val, test, or all (default: test)")
     parser.add_argument("--limit", type=_limit, default=200,
                         help="image-phrase pairs to use, or 'all' (default: 200)")
-    parser.add_argument("--methods", type=_methods, default=list(DEFAULT_METHODS),
-                        help="comma-separated method names (default: MATEX, its ablations, "
-                        "prior_only and the baselines)")
+    parser.add_argument("--methods", type=_names, default=list(DEFAULT_METHODS),
+                        help="comma-separated method names, built-in or plugin (default: MATEX, "
+                        "its ablations, prior_only and the baselines; --list shows all)")
+    parser.add_argument("--metrics", type=_names, default=None,
+                        help="comma-separated metric names, built-in or plugin (default: every "
+                        "metric marked for the benchmark; --list shows all)")
+    parser.add_argument("--list", action="store_true",
+                        help="list every method and metric (built-in and plugin, with where each "
+                        "comes from) and every broken plugin, then exit")
     parser.add_argument("--model", help=MODEL_HELP)
     parser.add_argument("--mode", choices=["letterbox", "processor"], default="letterbox",
                         help="how images become model inputs (default: letterbox)")
@@ -75,25 +83,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def benchmark(args: argparse.Namespace) -> dict | None:
     r"""
-    ``matex benchmark``: run or resume a study; print its results table.
+    ``matex benchmark``: run or resume a study and print its results table, or
+    (``--list``) print what can be compared.
 
     Third-party loading messages are hidden unless ``--verbose``; the
     benchmark's own progress bar stays (``--no-progress`` hides it).
 
     Returns:
-        dict or None: The study's summary; None on the ranks of a
-        distributed run other than the main one.
+        dict or None: The study's summary; None for ``--list`` and on the
+        ranks of a distributed run other than the main one.
     """
-    from captum_matex.cli import CLIError
     from captum_matex.data import ImageReadError, MSCXRError
     from captum_matex.loading import ModelLoadError
 
+    if args.list:
+        sys.stdout.write(listing())
+        return None
     config = BenchmarkConfig(
         dataset=args.dataset, split=args.split, limit=args.limit, methods=args.methods,
         model=args.model, root=args.root, csv=args.csv, mode=args.mode,
         batch_size=args.batch_size, faithfulness=not args.no_faithfulness,
         curve_steps=args.curve_steps, sanity=not args.no_sanity, seed=args.seed, method_kwargs=args.method_kwargs,
-        atlas=args.atlas,
+        atlas=args.atlas, metrics=args.metrics,
     )
     try:
         with quiet_third_party(args.verbose):
@@ -106,3 +117,26 @@ def benchmark(args: argparse.Namespace) -> dict | None:
         sys.stdout.write(table)
         print(f"\nwrote summary.json, results.md and figures/ to {args.out}")
     return summary
+
+
+def listing() -> str:
+    r"""Every registered method and metric with its origin, then the broken plugins.
+
+    Returns:
+        str: The text ``matex benchmark --list`` prints.
+    """
+    lines = ["methods (--methods):"]
+    for entry in registry.methods.entries():
+        lines.append(f"  {entry.name:<24} {entry.origin:<22} {entry.obj.__name__}")
+    lines.append("metrics (--metrics):")
+    for entry in registry.metrics.entries():
+        info = entry.obj
+        arrow = "higher" if info.higher_is_better else "lower"
+        use = "" if info.benchmark == "default" else f" [{info.benchmark}]"
+        lines.append(f"  {entry.name:<24} {entry.origin:<22} {info.category}, {arrow} is "
+                     f"better: {info.description}{use}")
+    broken = registry.broken_plugins()
+    if broken:
+        lines.append("broken plugins (skipped):")
+        lines += [f"  {failure}" for failure in broken]
+    return "\n".join(lines) + "\n"

@@ -1,4 +1,4 @@
-"""The ``matex`` command line: ``matex explain``, ``matex demo`` and ``matex benchmark``."""
+"""``matex explain``: explain one radiograph for one or more phrases and write figures."""
 
 from __future__ import annotations
 
@@ -13,15 +13,12 @@ import numpy as np
 import torch
 
 from captum_matex._quiet import VERBOSE_HELP, quiet_third_party
+from captum_matex.cli._common import CLIError, load_model, prepare_out, save
 from captum_matex.loading import MODEL_HELP
 
 if TYPE_CHECKING:
     from captum_matex.data.geometry import Geometry
     from captum_matex.data.images import Radiograph
-
-
-class CLIError(Exception):
-    r"""A user-facing error: printed on one line without a traceback, exit status 2."""
 
 
 #: Phrases beyond which ``matex explain`` shows a progress bar (on a terminal).
@@ -39,46 +36,14 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "phrase"
 
 
-def _prepare_out(out: Path, names: Sequence[str], force: bool) -> None:
-    r"""Create ``out``, refusing (unless ``force``) when it already holds one of ``names``."""
-    if out.exists() and not out.is_dir():
-        raise CLIError(f"--out {out} is a file; choose a directory")
-    existing = [n for n in names if (out / n).exists()]
-    if existing and not force:
-        raise CLIError(
-            f"{out} already holds {', '.join(existing[:3])}"
-            f"{' ...' if len(existing) > 3 else ''}; pass --force to overwrite or "
-            "choose another --out"
-        )
-    out.mkdir(parents=True, exist_ok=True)
-
-
-def _load_model(path: str | None, device: str):
-    if path is None:
-        from captum_matex.zoo import phantom_clip
-
-        model, processor = phantom_clip()
-        return model.to(device), processor, "embedded phantom_clip"
-    from captum_matex.loading import ModelLoadError, load_model
+def _method(name: str) -> type:
+    r"""The registered method ``name`` (:data:`captum_matex.registry.methods`)."""
+    from captum_matex.registry import methods
 
     try:
-        model, processor = load_model(path, device)
-    except ModelLoadError as exc:
-        raise CLIError(str(exc)) from exc
-    return model, processor, path
-
-
-def _method(name: str):
-    from captum_matex.baselines import get
-
-    try:
-        return get(name)
+        return methods.get(name)
     except KeyError as exc:
         raise CLIError(str(exc).strip("'\"")) from exc
-
-
-def _save(fig, path: Path) -> None:
-    fig.savefig(path, bbox_inches="tight")
 
 
 def _phrases(args: argparse.Namespace) -> list[str]:
@@ -229,10 +194,10 @@ def _explain_chunk(explainer: Any, image: torch.Tensor, geometry: Geometry, phra
         heat = heat[0]
         np.save(out / f"map_{stem}.npy", heat.numpy())
         title = f"{method}: {phrase!r}\nscore {scores[i]:.3f}"
-        _save(overlay_figure(backdrop, _for_display(heat), title), out / f"overlay_{stem}.png")
+        save(overlay_figure(backdrop, _for_display(heat), title), out / f"overlay_{stem}.png")
         files = [f"overlay_{stem}.png", f"map_{stem}.npy"]
         if diagnostics is not None:
-            _save(diagnostics_figure(diagnostics, i, image[0]), out / f"stages_{stem}.png")
+            save(diagnostics_figure(diagnostics, i, image[0]), out / f"stages_{stem}.png")
             files.append(f"stages_{stem}.png")
         records.append({
             "phrase": phrase,
@@ -283,11 +248,11 @@ def _explain(args: argparse.Namespace) -> dict:
     method = _method(args.method)
     radiograph = _read_radiograph(args.image)
     cautions = _domain_warnings(radiograph, args.model)
-    model, processor, model_name = _load_model(args.model, args.device)
+    model, processor, model_name = load_model(args.model, args.device)
     image, geometry = _model_input(radiograph, processor, args.mode, args.device)
     out = Path(args.out)
     stems = [f"{i:02d}_{_slug(p)}" for i, p in enumerate(phrases)]
-    _prepare_out(out, _output_names(stems, issubclass(method, MATEX)), args.force)
+    prepare_out(out, _output_names(stems, issubclass(method, MATEX)), args.force)
     for message in cautions:
         print(f"matex: warning: {message}", file=sys.stderr)
     explainer = method(model, processor)
@@ -316,73 +281,12 @@ def _explain(args: argparse.Namespace) -> dict:
     return summary
 
 
-def demo(args: argparse.Namespace) -> dict:
-    r"""
-    ``matex demo``: explain phantom test cases with the embedded model.
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    r"""Add ``explain`` to the ``matex`` sub-commands.
 
-    Third-party loading messages are hidden unless ``--verbose``.
-
-    Returns:
-        dict: The summary written to ``demo_summary.json``.
+    Args:
+        sub (argparse._SubParsersAction): The ``matex`` parser's sub-commands.
     """
-    with quiet_third_party(args.verbose):
-        return _demo(args)
-
-
-def _demo(args: argparse.Namespace) -> dict:
-    r"""The body of :func:`demo`, with third-party output already silenced."""
-    import torch.nn.functional as F
-
-    from captum_matex import MATEX
-    from captum_matex.data import PhantomCXR
-    from captum_matex.metrics import boxes_to_mask, pointing_game
-    from captum_matex.viz import overlay_figure
-    from captum_matex.zoo import phantom_clip, phantom_prior
-
-    out = Path(args.out)
-    names = [f"case_{i:02d}.png" for i in range(args.cases)] + ["demo_summary.json"]
-    _prepare_out(out, names, args.force)
-    model, processor = phantom_clip()
-    dataset = PhantomCXR(split="test", seed=0)
-    samples = [dataset[i] for i in range(args.cases)]
-    grey = [(s.image[0].numpy() * 255).round().astype("uint8") for s in samples]
-    pixels = processor(images=grey, return_tensors="pt")["pixel_values"]
-    phrases = [s.phrase for s in samples]
-    explainer = MATEX(model, processor, anatomical_prior=phantom_prior())  # atlas fitted to phantoms
-    maps = explainer.attribute(pixels, (phrases,), output="pixel")
-    size = tuple(samples[0].image.shape[-2:])
-    maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
-    hits = pointing_game(maps, boxes_to_mask([s.boxes for s in samples], size)).tolist()
-    rows = []
-    for i, sample in enumerate(samples):
-        hit = bool(hits[i]) if sample.boxes else None  # a normal study has nothing to point at
-        verdict = {True: "hit", False: "miss", None: "no finding"}[hit]
-        title = f"{sample.phrase!r}\npointing game: {verdict}"
-        fig = overlay_figure(sample.image[0], maps[i, 0], title, boxes=sample.boxes)
-        _save(fig, out / f"case_{i:02d}.png")
-        rows.append({"case": i, "phrase": sample.phrase, "finding": sample.finding,
-                     "pointing_game": hit, "figure": f"case_{i:02d}.png"})
-    scored = [row["pointing_game"] for row in rows if row["pointing_game"] is not None]
-    rate = sum(scored) / len(scored) if scored else float("nan")
-    print("| case | phrase | pointing game |\n|---|---|---|")
-    for row in rows:
-        verdict = {True: "hit", False: "miss", None: "n/a (normal)"}[row["pointing_game"]]
-        print(f"| {row['case']} | {row['phrase']} | {verdict} |")
-    print(f"\nMATEX pointing game: {sum(scored)}/{len(scored)} phantom test cases with a "
-          f"finding ({rate:.0%}); figures in {out}")
-    summary = {"cases": rows, "pointing_game": rate}
-    (out / "demo_summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
-
-
-def build_parser() -> argparse.ArgumentParser:
-    r"""The ``matex`` argument parser."""
-    parser = argparse.ArgumentParser(
-        prog="matex",
-        description="Explain what a medical vision-language model looks at (MATEX, Captum).",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-
     ex = sub.add_parser("explain", help="explain one image for one or more phrases")
     ex.add_argument("image", help="PNG, JPEG or DICOM radiograph")
     ex.add_argument("phrases", nargs="*", help="phrase(s) to explain")
@@ -399,31 +303,3 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--force", action="store_true", help="overwrite existing outputs")
     ex.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     ex.set_defaults(func=explain)
-
-    de = sub.add_parser("demo", help="explain phantom cases with the embedded model")
-    de.add_argument("--cases", type=int, default=8, help="number of test cases")
-    de.add_argument("--out", default="matex_demo", help="output directory")
-    de.add_argument("--force", action="store_true", help="overwrite existing outputs")
-    de.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
-    de.set_defaults(func=demo)
-
-    from captum_matex.evaluation.command import add_parser as add_benchmark
-
-    add_benchmark(sub)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    r"""Entry point of the ``matex`` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    torch.set_grad_enabled(True)
-    try:
-        args.func(args)
-    except CLIError as exc:
-        print(f"matex: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
