@@ -7,18 +7,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import torch
-import torch.nn.functional as F
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from captum_matex._explainer import (
-    OutputKind,
-    VisionLanguageAttribution,
-    block_relevance,
-    format_maps,
-)
 from captum_matex._inputs import check_images, check_text_embeddings, resolve_text
 from captum_matex.adapters import VisionLanguageAdapter
+from captum_matex.explainer import Explainer, OutputKind, block_relevance, format_maps
 from captum_matex.stages.anatomy import AnatomicalPrior
 from captum_matex.stages.attention import GradWeightedAttention
 from captum_matex.stages.consistency import LayerConsistency
@@ -89,7 +83,7 @@ class MATEXDiagnostics:
         )
 
 
-class MATEX(VisionLanguageAttribution):
+class MATEX(Explainer):
     r"""MATEX explains which image regions make a vision-language model match a
     phrase (Imran, Lee, Lee, *MATEX: Multi-scale Attention and Text-guided
     Explainability of Medical Vision-Language Models*, arXiv 2601.11666).
@@ -152,7 +146,7 @@ class MATEX(VisionLanguageAttribution):
         fusion: Fusion = _DEFAULT,
         eval_mode: bool = True,
     ) -> None:
-        super().__init__(model, tokenizer, eval_mode)
+        super().__init__(model, tokenizer, eval_mode=eval_mode)
         self.attention = GradWeightedAttention() if attention is _DEFAULT else attention
         self.rollout = MultiScaleRollout() if rollout is _DEFAULT else rollout
         self.consistency = LayerConsistency() if consistency is _DEFAULT else consistency
@@ -166,10 +160,9 @@ class MATEX(VisionLanguageAttribution):
         if self.rollout is None and self.consistency is None:
             raise ValueError("MATEX needs the rollout stage, the consistency stage or both")
 
-    @classmethod
-    def get_name(cls) -> str:
-        """``"MATEX"``."""
-        return "MATEX"
+    display_name = "MATEX"
+    #: the fusion stage normalises (noise-safe) already
+    default_normalize = None
 
     @log_usage()
     def attribute(
@@ -280,9 +273,9 @@ class MATEX(VisionLanguageAttribution):
                     images.detach().requires_grad_(True), embeddings[:, 0],
                     attentions=True, hidden_states=True,
                 )
-                image = self.adapter.project_tokens(trace.hidden_states[-1][:, :1])[:, 0]
+                image = self.adapter.image_embedding(trace.hidden_states[-1])
                 trace.hidden_states = []
-                scores = F.cosine_similarity(image[:, None], embeddings.to(image), dim=-1)
+                scores = self.adapter.target(image[:, None], embeddings)
                 relevances = block_relevance(trace, list(scores.unbind(1)), self.attention.block)
         maps, diagnostics = [], []
         with torch.no_grad():

@@ -129,9 +129,9 @@ def test_perturbation_maps_are_judged_against_channels_times_score(model):
         with torch.no_grad():
             score = method.forward_func(images, TEXT[:2])
         text = method._resolve(images, (TEXT[:2],))[1]
-        scale = method._score_scale(images, text.embeddings)
+        scale = method.noise_scale(images, text)
         assert torch.allclose(scale, 3 * score.abs(), rtol=1e-6)
-    assert explainer("saliency", model)._score_scale(images, None) is None
+    assert explainer("saliency", model).noise_scale(images, None) is None
 
 
 FLAT_IMAGE_METHODS = ["occlusion", "feature_ablation", "matex"]

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from captum_matex.targets import ClassToken, CosineSimilarity, Readout, Target
 
 #: model -> (thread id, nesting depth) of the ``explaining`` context using it
 _IN_USE: weakref.WeakKeyDictionary[nn.Module, tuple[int, int]] = weakref.WeakKeyDictionary()
@@ -228,6 +229,10 @@ class VisionLanguageAdapter(ABC):
     """
 
     family: str = "abstract"
+    #: the explained scalar of the family (see :mod:`captum_matex.targets`)
+    target: Target = CosineSimilarity()
+    #: the tokens that scalar reads
+    readout: Readout = ClassToken()
 
     def __init__(self, model: nn.Module, tokenizer=None) -> None:
         self.model = model
@@ -356,6 +361,12 @@ class VisionLanguageAdapter(ABC):
             return text
         with torch.no_grad():
             return self.encode_text(text)
+
+    def image_embedding(self, tokens: Tensor, readout: Readout | None = None) -> Tensor:
+        r"""The joint-space image embedding ``(B, E)`` that ``readout`` (default:
+        :attr:`readout`) makes of a block's output tokens ``(B, T, D)``."""
+        pooled = (readout or self.readout)(tokens, self.num_prefix_tokens)
+        return self.project_tokens(pooled[:, None])[:, 0]
 
     # --- optional capabilities (used by some baselines) -----------------------
     def project_tokens(self, tokens: Tensor) -> Tensor:
@@ -508,8 +519,7 @@ class BlockwiseAdapter(VisionLanguageAdapter):
             if hidden_states:
                 hidden_list.append(tokens)
         prefix = self.num_prefix_tokens
-        image_emb = self.project_tokens(tokens[:, :1])[:, 0]
-        score = F.cosine_similarity(image_emb, text_embeddings.to(image_emb), dim=-1)
+        score = self.target(self.image_embedding(tokens), text_embeddings)
         with torch.no_grad():
             patches = self.project_tokens(tokens[:, prefix:].detach())
         return VisionTrace(

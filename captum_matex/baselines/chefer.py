@@ -5,18 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from captum.log import log_usage
-from torch import Tensor, nn
+from torch import Tensor
 
-from captum_matex._explainer import OutputKind, accepts_tuple
-from captum_matex.adapters import VisionLanguageAdapter
-from captum_matex.baselines._base import _DEFAULT, BaselineAttribution, resolve_block
+from captum_matex.adapters import VisionTrace
 from captum_matex.baselines._registry import register
+from captum_matex.explainer import Explainer, resolve_block
 from captum_matex.stages.attention import GradWeightedAttention
 
 
 @register("chefer")
-class CheferGradRollout(BaselineAttribution):
+class CheferGradRollout(Explainer):
     r"""Generic attention-model explainability (GAE) of Chefer et al.
 
     Chefer, Gur and Wolf, *Generic Attention-model Explainability for
@@ -38,12 +36,10 @@ class CheferGradRollout(BaselineAttribution):
     which is the default; ``start_layer=0`` is the ViT setting of the paper.
 
     Args:
-        model: a supported image-text model or an adapter.
-        tokenizer: tokenizer or processor for text given as strings.
+        model, tokenizer, sign, normalize, eval_mode: as for
+            :class:`~captum_matex.explainer.Explainer`.
         start_layer (int): first block rolled (negative counts from the end).
             Default: -1
-        normalize: ``"minmax"`` (reference), ``"max"`` or ``None``.
-        eval_mode: run the model in eval mode (restored afterwards).
 
     Examples::
 
@@ -51,50 +47,18 @@ class CheferGradRollout(BaselineAttribution):
         ...     pixel_values, additional_forward_args=(["right upper lobe opacity"],))
     """
 
-    def __init__(
-        self,
-        model: nn.Module | VisionLanguageAdapter,
-        tokenizer=None,
-        *,
-        start_layer: int = -1,
-        normalize=_DEFAULT,
-        eval_mode: bool = True,
-    ) -> None:
-        super().__init__(model, tokenizer, normalize=normalize, eval_mode=eval_mode)
+    display_name = "Chefer GAE"
+    captures_attention = True
+
+    def __init__(self, model, tokenizer=None, *, start_layer: int = -1, **options: Any) -> None:
+        super().__init__(model, tokenizer, **options)
         self.start_layer = start_layer
         self._relevance = GradWeightedAttention("mean")
 
-    @classmethod
-    def get_name(cls) -> str:
-        """``"Chefer GAE"``."""
-        return "Chefer GAE"
-
-    @log_usage()
-    @accepts_tuple
-    def attribute(
-        self, inputs: Tensor, additional_forward_args: Any = None, output: OutputKind = "image"
-    ) -> Tensor:
-        r"""
-        Args:
-            inputs: ``(B, C, H, W)`` pixel values.
-            additional_forward_args: ``(text,)``: per-sample token ids or
-                embeddings, ``B`` phrases or one phrase.
-            output: ``"image"``, ``"pixel"`` or ``"grid"``.
-
-        Returns:
-            Non-negative ``(B, C, H, W)`` maps (or the requested shape) on the
-            device of ``inputs``.
-        """
-        with self.adapter.explaining(self.eval_mode):
-            images, text = self._resolve(inputs, additional_forward_args)
-            start = resolve_block(self.start_layer, self.adapter.num_layers, "start_layer")
-            with torch.enable_grad():
-                trace = self.adapter.trace(
-                    images.detach().requires_grad_(True), text.embeddings, attentions=True
-                )
-                # only the rolled blocks: autograd stops at the earliest one
-                attentions = trace.attentions[start:]
-                grads = torch.autograd.grad(trace.score.sum(), attentions)
+    def patch_map(self, trace: VisionTrace) -> Tensor:
+        start = resolve_block(self.start_layer, self.adapter.num_layers, "start_layer")
+        attentions = trace.attentions[start:]  # only these: autograd stops at the earliest
+        grads = torch.autograd.grad(trace.score.sum(), attentions)
         with torch.no_grad():
             relevance = self._relevance([a.detach() for a in attentions], grads)
             tokens = relevance.shape[-1]
@@ -102,5 +66,4 @@ class CheferGradRollout(BaselineAttribution):
             rel = rel.expand(relevance.shape[0], tokens, tokens)
             for block in relevance.unbind(1):
                 rel = rel + block @ rel
-            grid_maps = rel[:, 0, trace.num_prefix_tokens :].reshape(-1, *trace.grid)
-        return self._finish_grid(grid_maps, images, output)
+        return rel[:, 0, trace.num_prefix_tokens :]

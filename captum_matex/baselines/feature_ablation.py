@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from captum.attr import FeatureAblation as _FeatureAblation
-from torch import Tensor, nn
+from torch import Tensor
 
-from captum_matex.adapters import VisionLanguageAdapter
-from captum_matex.baselines._base import _DEFAULT
 from captum_matex.baselines._captum import CaptumBaseline
 from captum_matex.baselines._registry import register
 
@@ -50,15 +50,12 @@ class FeatureAblation(CaptumBaseline):
     strides (a consistency check); larger cells give coarser, cheaper maps.
 
     Args:
-        model: a supported image-text model or an adapter.
-        tokenizer: tokenizer or processor for text given as strings.
+        model, tokenizer, sign, normalize, eval_mode: as for
+            :class:`~captum_matex.explainer.Explainer`.
         cell (int): patches per side of one ablated feature. Default: 1
         baseline (float): replacement pixel value (normalised space).
             Default: 0
         perturbations_per_eval (int): ablations per forward pass. Default: 16
-        sign: default ``"positive"``.
-        normalize: ``"max"`` (default), ``"minmax"`` or ``None``.
-        eval_mode: run the model in eval mode (restored afterwards).
 
     Examples::
 
@@ -70,24 +67,22 @@ class FeatureAblation(CaptumBaseline):
 
     def __init__(
         self,
-        model: nn.Module | VisionLanguageAdapter,
+        model,
         tokenizer=None,
         *,
         cell: int = 1,
         baseline: float = 0.0,
         perturbations_per_eval: int = 16,
-        sign=_DEFAULT,
-        normalize=_DEFAULT,
-        eval_mode: bool = True,
+        **options: Any,
     ) -> None:
-        super().__init__(model, tokenizer, sign=sign, normalize=normalize, eval_mode=eval_mode)
+        super().__init__(model, tokenizer, **options)
         if cell < 1:
             raise ValueError("cell is a whole number of patches, at least 1")
         self.cell = cell
         self.baseline = baseline
         self.perturbations_per_eval = perturbations_per_eval
 
-    def _captum_attribute(self, images: Tensor, text_embeddings: Tensor) -> Tensor:
+    def captum_attribution(self, images: Tensor, text_embeddings: Tensor) -> Tensor:
         mask = patch_feature_mask(
             tuple(images.shape[-2:]), self.adapter.patch_size, self.cell, images.device
         ).expand(1, images.shape[1], -1, -1)

@@ -6,18 +6,16 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
-from captum.log import log_usage
-from torch import Tensor, nn
+from torch import Tensor
 
-from captum_matex._explainer import OutputKind, accepts_tuple
+from captum_matex._inputs import ResolvedText
 from captum_matex._maps import normalize_minmax
-from captum_matex.adapters import VisionLanguageAdapter
-from captum_matex.baselines._base import _DEFAULT, BaselineAttribution, resolve_block
 from captum_matex.baselines._registry import register
+from captum_matex.explainer import Explainer, resolve_block
 
 
 @register("grad_eclip")
-class GradECLIP(BaselineAttribution):
+class GradECLIP(Explainer):
     r"""Grad-ECLIP on the image tower.
 
     Zhao, Wang, Zeng, Zhao and Chan, *Gradient-based Visual Explanation for
@@ -47,14 +45,12 @@ class GradECLIP(BaselineAttribution):
     :meth:`~captum_matex.adapters.VisionLanguageAdapter.capture_attention_projections`.
 
     Args:
-        model: a supported image-text model or an adapter.
-        tokenizer: tokenizer or processor for text given as strings.
+        model, tokenizer, sign, normalize, eval_mode: as for
+            :class:`~captum_matex.explainer.Explainer`.
         layers (Sequence[int]): explained blocks (negative counts from the
             end). Default: ``(-1,)``
         key_similarity (bool): weight by :math:`\lambda` (the reference's
             ``withksim``). Default: True
-        normalize: ``"minmax"`` (reference), ``"max"`` or ``None``.
-        eval_mode: run the model in eval mode (restored afterwards).
 
     Examples::
 
@@ -62,63 +58,34 @@ class GradECLIP(BaselineAttribution):
         ...     pixel_values, additional_forward_args=(["left pleural effusion"],))
     """
 
+    display_name = "Grad-ECLIP"
+
     def __init__(
-        self,
-        model: nn.Module | VisionLanguageAdapter,
-        tokenizer=None,
-        *,
-        layers: Sequence[int] = (-1,),
-        key_similarity: bool = True,
-        normalize=_DEFAULT,
-        eval_mode: bool = True,
+        self, model, tokenizer=None, *, layers: Sequence[int] = (-1,), key_similarity: bool = True,
+        **options: Any,
     ) -> None:
-        super().__init__(model, tokenizer, normalize=normalize, eval_mode=eval_mode)
+        super().__init__(model, tokenizer, **options)
         if not layers:
             raise ValueError("give at least one layer")
         self.layers = tuple(layers)
         self.key_similarity = key_similarity
 
-    @classmethod
-    def get_name(cls) -> str:
-        """``"Grad-ECLIP"``."""
-        return "Grad-ECLIP"
-
-    @log_usage()
-    @accepts_tuple
-    def attribute(
-        self, inputs: Tensor, additional_forward_args: Any = None, output: OutputKind = "image"
-    ) -> Tensor:
-        r"""
-        Args:
-            inputs: ``(B, C, H, W)`` pixel values.
-            additional_forward_args: ``(text,)``: per-sample token ids or
-                embeddings, ``B`` phrases or one phrase.
-            output: ``"image"``, ``"pixel"`` or ``"grid"``.
-
-        Returns:
-            Non-negative maps on the device of ``inputs``.
-        """
-        with self.adapter.explaining(self.eval_mode, exposes_attention=False):
-            images, text = self._resolve(inputs, additional_forward_args)
-            blocks = sorted({resolve_block(b, self.adapter.num_layers) for b in self.layers})
-            with torch.enable_grad(), self.adapter.capture_attention_projections(blocks) as cap:
-                trace = self.adapter.trace(
-                    images.detach().requires_grad_(True), text.embeddings, attentions=False
-                )
-                grads = torch.autograd.grad(
-                    trace.score.sum(), [cap[b]["context"] for b in blocks]
-                )
+    def attribute_maps(self, images: Tensor, text: ResolvedText) -> Tensor:
+        blocks = sorted({resolve_block(b, self.adapter.num_layers) for b in self.layers})
+        with torch.enable_grad(), self.adapter.capture_attention_projections(blocks) as cap:
+            trace = self.adapter.trace(
+                images.detach().requires_grad_(True), text.embeddings, attentions=False
+            )
+            grads = torch.autograd.grad(trace.score.sum(), [cap[b]["context"] for b in blocks])
         prefix = trace.num_prefix_tokens
         with torch.no_grad():
             total = 0
             for block, grad in zip(blocks, grads):
-                grad_cls = grad[:, 0]  # (B, D)
-                value = cap[block]["value"].detach()[:, prefix:]  # (B, N, D)
-                per_patch = grad_cls[:, None, :] * value
+                per_patch = grad[:, 0, None, :] * cap[block]["value"].detach()[:, prefix:]
                 if self.key_similarity:
                     query = cap[block]["query"].detach()[:, :1]
                     key = cap[block]["key"].detach()[:, prefix:]
                     loosened = normalize_minmax(F.cosine_similarity(query, key, dim=-1))
                     per_patch = per_patch * loosened[..., None]
                 total = total + per_patch.sum(-1).clamp_min(0)
-        return self._finish_grid(total.reshape(-1, *trace.grid), images, output)
+        return total.reshape(-1, *trace.grid)

@@ -24,11 +24,8 @@ class InputXGradient(CaptumBaseline):
     implicit baseline is the dataset mean image.
 
     Args:
-        model: a supported image-text model or an adapter.
-        tokenizer: tokenizer or processor for text given as strings.
-        sign: default ``"positive"``.
-        normalize: ``"max"`` (default), ``"minmax"`` or ``None``.
-        eval_mode: run the model in eval mode (restored afterwards).
+        model, tokenizer, sign, normalize, eval_mode: as for
+            :class:`~captum_matex.explainer.Explainer`.
 
     Examples::
 
@@ -36,7 +33,7 @@ class InputXGradient(CaptumBaseline):
         ...     pixel_values, additional_forward_args=(["cardiomegaly"],))
     """
 
-    def _captum_attribute(self, images: Tensor, text_embeddings: Tensor) -> Tensor:
+    def captum_attribution(self, images: Tensor, text_embeddings: Tensor) -> Tensor:
         return _InputXGradient(self.forward_func).attribute(
             images.detach().requires_grad_(True), additional_forward_args=(text_embeddings,)
         )

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from captum.attr import IntegratedGradients as _IntegratedGradients
-from torch import Tensor, nn
+from typing import Any
 
-from captum_matex.adapters import VisionLanguageAdapter
-from captum_matex.baselines._base import _DEFAULT
+from captum.attr import IntegratedGradients as _IntegratedGradients
+from torch import Tensor
+
 from captum_matex.baselines._captum import CaptumBaseline
 from captum_matex.baselines._registry import register
 
@@ -27,16 +27,13 @@ class IntegratedGradients(CaptumBaseline):
     ``internal_batch_size`` images at a time; max-normalised.
 
     Args:
-        model: a supported image-text model or an adapter.
-        tokenizer: tokenizer or processor for text given as strings.
+        model, tokenizer, sign, normalize, eval_mode: as for
+            :class:`~captum_matex.explainer.Explainer`.
         n_steps (int): quadrature points. Default: 50
         internal_batch_size (int, optional): images per forward pass (bounds
             memory; ``None`` = all ``B * n_steps`` at once). Default: 16
         baseline (float): constant baseline pixel value, in the model's
             normalised input space (0 = the dataset mean). Default: 0
-        sign: default ``"positive"``.
-        normalize: ``"max"`` (default), ``"minmax"`` or ``None``.
-        eval_mode: run the model in eval mode (restored afterwards).
 
     Examples::
 
@@ -46,22 +43,20 @@ class IntegratedGradients(CaptumBaseline):
 
     def __init__(
         self,
-        model: nn.Module | VisionLanguageAdapter,
+        model,
         tokenizer=None,
         *,
         n_steps: int = 50,
         internal_batch_size: int | None = 16,
         baseline: float = 0.0,
-        sign=_DEFAULT,
-        normalize=_DEFAULT,
-        eval_mode: bool = True,
+        **options: Any,
     ) -> None:
-        super().__init__(model, tokenizer, sign=sign, normalize=normalize, eval_mode=eval_mode)
+        super().__init__(model, tokenizer, **options)
         self.n_steps = n_steps
         self.internal_batch_size = internal_batch_size
         self.baseline = baseline
 
-    def _captum_attribute(self, images: Tensor, text_embeddings: Tensor) -> Tensor:
+    def captum_attribution(self, images: Tensor, text_embeddings: Tensor) -> Tensor:
         return _IntegratedGradients(self.forward_func).attribute(
             images,
             baselines=self.baseline,

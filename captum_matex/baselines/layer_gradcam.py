@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from captum.attr import LayerGradCam as _LayerGradCam
 from torch import Tensor, nn
 
 from captum_matex.adapters import VisionLanguageAdapter
-from captum_matex.baselines._base import _DEFAULT, resolve_block
 from captum_matex.baselines._captum import CaptumBaseline
 from captum_matex.baselines._registry import register
+from captum_matex.explainer import resolve_block
 
 
 class TokenGrid(nn.Module):
@@ -70,12 +72,9 @@ class LayerGradCam(CaptumBaseline):
     cross-check of both). Upsampled and min-max normalised.
 
     Args:
-        model: a supported image-text model or an adapter.
-        tokenizer: tokenizer or processor for text given as strings.
+        model, tokenizer, sign, normalize, eval_mode: as for
+            :class:`~captum_matex.explainer.Explainer`.
         layer (int): block whose output tokens are used. Default: -2
-        sign: default ``"positive"`` (Captum's ``relu_attributions``).
-        normalize: ``"minmax"`` (default), ``"max"`` or ``None``.
-        eval_mode: run the model in eval mode (restored afterwards).
 
     Examples::
 
@@ -87,23 +86,18 @@ class LayerGradCam(CaptumBaseline):
 
     def __init__(
         self,
-        model: nn.Module | VisionLanguageAdapter,
+        model,
         tokenizer=None,
         *,
         layer: int = -2,
-        sign=_DEFAULT,
-        normalize=_DEFAULT,
-        eval_mode: bool = True,
+        **options: Any,
     ) -> None:
-        super().__init__(model, tokenizer, sign=sign, normalize=normalize, eval_mode=eval_mode)
+        super().__init__(model, tokenizer, **options)
         self.layer = layer
 
-    @classmethod
-    def get_name(cls) -> str:
-        """``"LayerGradCam"``."""
-        return "LayerGradCam"
+    display_name = "LayerGradCam"
 
-    def _captum_attribute(self, images: Tensor, text_embeddings: Tensor) -> Tensor:
+    def captum_attribution(self, images: Tensor, text_embeddings: Tensor) -> Tensor:
         block = resolve_block(self.layer, self.adapter.num_layers)
         to_grid = TokenGrid(self.adapter.grid_size(images))
         forward = _SplitForward(self.adapter, block, to_grid)

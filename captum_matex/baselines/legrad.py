@@ -5,18 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from captum.log import log_usage
-from torch import Tensor, nn
+from torch import Tensor
 
-from captum_matex._explainer import OutputKind, accepts_tuple
-from captum_matex.adapters import VisionLanguageAdapter
-from captum_matex.baselines._base import _DEFAULT, BaselineAttribution, resolve_block
+from captum_matex.adapters import VisionTrace
 from captum_matex.baselines._registry import register
+from captum_matex.explainer import Explainer, resolve_block
+from captum_matex.targets import MeanTokens
 
 
 @register("legrad")
-class LeGrad(BaselineAttribution):
+class LeGrad(Explainer):
     r"""LeGrad for CLIP-style image towers.
 
     Bousselham, Boggust, Chaybouti, Strobelt and Kuehne, *LeGrad: An
@@ -40,13 +38,10 @@ class LeGrad(BaselineAttribution):
     last two blocks (the reference's ``layer_index=-2``).
 
     Args:
-        model: a supported image-text model or an adapter; the adapter needs
-            :meth:`~captum_matex.adapters.VisionLanguageAdapter.project_tokens`.
-        tokenizer: tokenizer or processor for text given as strings.
+        model, tokenizer, sign, normalize, eval_mode: as for
+            :class:`~captum_matex.explainer.Explainer`.
         start_layer (int): first explained block (negative counts from the
             end). Default: -2
-        normalize: ``"minmax"`` (reference), ``"max"`` or ``None``.
-        eval_mode: run the model in eval mode (restored afterwards).
 
     Examples::
 
@@ -54,57 +49,23 @@ class LeGrad(BaselineAttribution):
         ...     pixel_values, additional_forward_args=(["right apical pneumothorax"],))
     """
 
-    def __init__(
-        self,
-        model: nn.Module | VisionLanguageAdapter,
-        tokenizer=None,
-        *,
-        start_layer: int = -2,
-        normalize=_DEFAULT,
-        eval_mode: bool = True,
-    ) -> None:
-        super().__init__(model, tokenizer, normalize=normalize, eval_mode=eval_mode)
+    display_name = "LeGrad"
+    captures_attention = True
+    captures_hidden_states = True
+
+    def __init__(self, model, tokenizer=None, *, start_layer: int = -2, **options: Any) -> None:
+        super().__init__(model, tokenizer, **options)
         self.start_layer = start_layer
 
-    @classmethod
-    def get_name(cls) -> str:
-        """``"LeGrad"``."""
-        return "LeGrad"
-
-    @log_usage()
-    @accepts_tuple
-    def attribute(
-        self, inputs: Tensor, additional_forward_args: Any = None, output: OutputKind = "image"
-    ) -> Tensor:
-        r"""
-        Args:
-            inputs: ``(B, C, H, W)`` pixel values.
-            additional_forward_args: ``(text,)``: per-sample token ids or
-                embeddings, ``B`` phrases or one phrase.
-            output: ``"image"``, ``"pixel"`` or ``"grid"``.
-
-        Returns:
-            Non-negative maps on the device of ``inputs``.
-        """
-        with self.adapter.explaining(self.eval_mode):
-            images, text = self._resolve(inputs, additional_forward_args)
-            start = resolve_block(self.start_layer, self.adapter.num_layers, "start_layer")
-            with torch.enable_grad():
-                trace = self.adapter.trace(
-                    images.detach().requires_grad_(True), text.embeddings,
-                    attentions=True, hidden_states=True,
-                )
-                total = 0
-                blocks = range(start, len(trace.attentions))
-                for block in blocks:
-                    pooled = trace.hidden_states[block].mean(1, keepdim=True)
-                    embedding = self.adapter.project_tokens(pooled)[:, 0]
-                    score = F.cosine_similarity(
-                        embedding, trace.text_embeddings.to(embedding), dim=-1
-                    )
-                    (grad,) = torch.autograd.grad(
-                        score.sum(), trace.attentions[block], retain_graph=block != blocks[-1]
-                    )
-                    total = total + grad.clamp_min(0).mean(1).mean(1)
-        grid_maps = total[:, trace.num_prefix_tokens :].reshape(-1, *trace.grid)
-        return self._finish_grid(grid_maps, images, output)
+    def patch_map(self, trace: VisionTrace) -> Tensor:
+        start = resolve_block(self.start_layer, self.adapter.num_layers, "start_layer")
+        blocks = range(start, len(trace.attentions))
+        total = 0
+        for block in blocks:
+            embedding = self.adapter.image_embedding(trace.hidden_states[block], MeanTokens())
+            score = self.adapter.target(embedding, trace.text_embeddings)
+            (grad,) = torch.autograd.grad(
+                score.sum(), trace.attentions[block], retain_graph=block != blocks[-1]
+            )
+            total = total + grad.clamp_min(0).mean(1).mean(1)
+        return total[:, trace.num_prefix_tokens :]

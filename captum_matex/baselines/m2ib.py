@@ -9,14 +9,13 @@ import torch.nn.functional as F
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from captum_matex._explainer import OutputKind, accepts_tuple
 from captum_matex.adapters import VisionLanguageAdapter
-from captum_matex.baselines._base import _DEFAULT, BaselineAttribution, resolve_block
 from captum_matex.baselines._registry import register
+from captum_matex.explainer import DEFAULT, Explainer, OutputKind, accepts_tuple, resolve_block
 
 
 @register("m2ib")
-class M2IB(BaselineAttribution):
+class M2IB(Explainer):
     r"""Multi-modal information bottleneck attribution of the image tower (M2IB).
 
     Wang, Rudner and Wilson, *Visual Explanations of Image-Text
@@ -118,7 +117,7 @@ class M2IB(BaselineAttribution):
         seed: int | None = 0,
         literal: bool = False,
         capacity_after_last_update: bool = False,
-        normalize=_DEFAULT,
+        normalize=DEFAULT,
         eval_mode: bool = True,
     ) -> None:
         super().__init__(model, tokenizer, normalize=normalize, eval_mode=eval_mode)
@@ -136,10 +135,7 @@ class M2IB(BaselineAttribution):
         self.literal = literal
         self.capacity_after_last_update = capacity_after_last_update
 
-    @classmethod
-    def get_name(cls) -> str:
-        """``"M2IB"``."""
-        return "M2IB"
+    display_name = "M2IB"
 
     @staticmethod
     def default_layer(num_layers: int) -> int:
@@ -168,7 +164,7 @@ class M2IB(BaselineAttribution):
         inputs: Tensor,
         additional_forward_args: Any = None,
         output: OutputKind = "image",
-        seed: int | None = _DEFAULT,
+        seed: int | None = DEFAULT,
         return_capacity: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor]:
         r"""Fit one bottleneck per image and return its capacity map.
@@ -187,14 +183,14 @@ class M2IB(BaselineAttribution):
             Non-negative maps on the device and in the dtype of ``inputs``
             (and the capacity if asked).
         """
-        seed = self.seed if seed is _DEFAULT else seed
+        seed = self.seed if seed is DEFAULT else seed
         with self.adapter.explaining(self.eval_mode, exposes_attention=False):
             images, text = self._resolve(inputs, additional_forward_args)
             capacity = self._fit(images, text.embeddings, seed)
         prefix = self.adapter.num_prefix_tokens
         per_token = torch.nansum(capacity, -1)[:, prefix:]
         grid = self.adapter.grid_size(images)
-        maps = self._finish_grid(per_token.reshape(-1, *grid), images, output)
+        maps = self.finish(per_token.reshape(-1, *grid), images, output)
         return (maps, capacity) if return_capacity else maps
 
     def _fit(self, images: Tensor, text_embeddings: Tensor, seed: int | None) -> Tensor:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from captum.attr import Occlusion as _Occlusion
-from torch import Tensor, nn
+from typing import Any
 
-from captum_matex.adapters import VisionLanguageAdapter
-from captum_matex.baselines._base import _DEFAULT
+from captum.attr import Occlusion as _Occlusion
+from torch import Tensor
+
 from captum_matex.baselines._captum import CaptumBaseline
 from captum_matex.baselines._registry import register
 
@@ -29,16 +29,13 @@ class Occlusion(CaptumBaseline):
     channels, from summing Captum's per-channel attribution).
 
     Args:
-        model: a supported image-text model or an adapter.
-        tokenizer: tokenizer or processor for text given as strings.
+        model, tokenizer, sign, normalize, eval_mode: as for
+            :class:`~captum_matex.explainer.Explainer`.
         window (int): window side in patches. Default: 1
         stride (int): stride in patches. Default: 1
         baseline (float): replacement pixel value (normalised space; 0 = the
             dataset mean). Default: 0
         perturbations_per_eval (int): occlusions per forward pass. Default: 16
-        sign: default ``"positive"``.
-        normalize: ``"max"`` (default), ``"minmax"`` or ``None``.
-        eval_mode: run the model in eval mode (restored afterwards).
 
     Examples::
 
@@ -50,18 +47,16 @@ class Occlusion(CaptumBaseline):
 
     def __init__(
         self,
-        model: nn.Module | VisionLanguageAdapter,
+        model,
         tokenizer=None,
         *,
         window: int = 1,
         stride: int = 1,
         baseline: float = 0.0,
         perturbations_per_eval: int = 16,
-        sign=_DEFAULT,
-        normalize=_DEFAULT,
-        eval_mode: bool = True,
+        **options: Any,
     ) -> None:
-        super().__init__(model, tokenizer, sign=sign, normalize=normalize, eval_mode=eval_mode)
+        super().__init__(model, tokenizer, **options)
         if window < 1 or stride < 1:
             raise ValueError("window and stride are whole numbers of patches, at least 1")
         self.window = window
@@ -69,7 +64,7 @@ class Occlusion(CaptumBaseline):
         self.baseline = baseline
         self.perturbations_per_eval = perturbations_per_eval
 
-    def _captum_attribute(self, images: Tensor, text_embeddings: Tensor) -> Tensor:
+    def captum_attribution(self, images: Tensor, text_embeddings: Tensor) -> Tensor:
         ph, pw = self.adapter.patch_size
         channels = images.shape[1]
         return _Occlusion(self.forward_func).attribute(

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
-import torch.nn.functional as F
-from captum.log import log_usage
 from torch import Tensor
 
-from captum_matex._explainer import OutputKind, accepts_tuple
-from captum_matex.baselines._base import BaselineAttribution
+from captum_matex.adapters import VisionTrace
 from captum_matex.baselines._registry import register
+from captum_matex.explainer import Explainer
 
 
 @register("patch_text")
-class PatchTextSimilarity(BaselineAttribution):
+class PatchTextSimilarity(Explainer):
     r"""Where the last block's patch tokens, projected into the joint space
     like the CLS token, match the text.
 
@@ -29,10 +24,8 @@ class PatchTextSimilarity(BaselineAttribution):
     has a positive similarity.
 
     Args:
-        model: a supported image-text model or an adapter.
-        tokenizer: tokenizer or processor for text given as strings.
-        normalize: ``"max"`` (default), ``"minmax"`` or ``None``.
-        eval_mode: run the model in eval mode (restored afterwards).
+        model, tokenizer, sign, normalize, eval_mode: as for
+            :class:`~captum_matex.explainer.Explainer`.
 
     Examples::
 
@@ -40,33 +33,9 @@ class PatchTextSimilarity(BaselineAttribution):
         ...     pixel_values, additional_forward_args=(["cardiomegaly"],))
     """
 
+    display_name = "Patch-text similarity"
     default_normalize = "max"
+    uses_gradients = False
 
-    @classmethod
-    def get_name(cls) -> str:
-        """``"Patch-text similarity"``."""
-        return "Patch-text similarity"
-
-    @log_usage()
-    @accepts_tuple
-    def attribute(
-        self, inputs: Tensor, additional_forward_args: Any = None, output: OutputKind = "image"
-    ) -> Tensor:
-        r"""
-        Args:
-            inputs: ``(B, C, H, W)`` pixel values.
-            additional_forward_args: ``(text,)``: per-sample token ids or
-                embeddings, ``B`` phrases or one phrase.
-            output: ``"image"``, ``"pixel"`` or ``"grid"``.
-
-        Returns:
-            Non-negative maps on the device of ``inputs``.
-        """
-        with self.adapter.explaining(self.eval_mode, exposes_attention=False), torch.no_grad():
-            images, text = self._resolve(inputs, additional_forward_args)
-            trace = self.adapter.trace(images, text.embeddings, attentions=False)
-            patches = trace.patch_embeddings
-            sim = F.cosine_similarity(
-                patches, trace.text_embeddings[:, None].to(patches), dim=-1
-            ).clamp_min(0)
-        return self._finish_grid(sim.reshape(-1, *trace.grid), images, output)
+    def patch_map(self, trace: VisionTrace) -> Tensor:
+        return self.adapter.target(trace.patch_embeddings, trace.text_embeddings[:, None]).clamp_min(0)

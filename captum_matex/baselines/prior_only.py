@@ -8,15 +8,14 @@ import torch
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from captum_matex._explainer import OutputKind, accepts_tuple
 from captum_matex.adapters import VisionLanguageAdapter
-from captum_matex.baselines._base import _DEFAULT, BaselineAttribution
 from captum_matex.baselines._registry import register
+from captum_matex.explainer import DEFAULT, Explainer, OutputKind, accepts_tuple
 from captum_matex.stages.anatomy import AnatomicalPrior
 
 
 @register("prior_only")
-class AnatomyPriorOnly(BaselineAttribution):
+class AnatomyPriorOnly(Explainer):
     r"""The phrase's anatomical prior, upsampled: what a map can score on
     grounding benchmarks without looking at the image or the model.
 
@@ -54,16 +53,13 @@ class AnatomyPriorOnly(BaselineAttribution):
         tokenizer=None,
         *,
         anatomical_prior: AnatomicalPrior | None = None,
-        normalize=_DEFAULT,
+        normalize=DEFAULT,
         eval_mode: bool = True,
     ) -> None:
         super().__init__(model, tokenizer, normalize=normalize, eval_mode=eval_mode)
         self.anatomical_prior = AnatomicalPrior() if anatomical_prior is None else anatomical_prior
 
-    @classmethod
-    def get_name(cls) -> str:
-        """``"Prior only"``."""
-        return "Prior only"
+    display_name = "Prior only"
 
     @log_usage()
     @accepts_tuple
@@ -92,4 +88,4 @@ class AnatomyPriorOnly(BaselineAttribution):
         grid = self.adapter.grid_size(images)
         phrases = text.phrases if text.phrases is not None else [None] * images.shape[0]
         prior = self.anatomical_prior(phrases, grid, masks=anatomy_masks, device=images.device)
-        return self._finish_grid(prior.reshape(-1, *grid), images, output)
+        return self.finish(prior.reshape(-1, *grid), images, output)

@@ -5,18 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from captum.log import log_usage
-from torch import Tensor, nn
+from torch import Tensor
 
-from captum_matex._explainer import OutputKind, accepts_tuple
-from captum_matex.adapters import VisionLanguageAdapter
-from captum_matex.baselines._base import _DEFAULT, BaselineAttribution, resolve_block
+from captum_matex.adapters import VisionTrace
 from captum_matex.baselines._registry import register
+from captum_matex.explainer import Explainer, resolve_block
 from captum_matex.stages.rollout import rollout
+
+#: how the heads of one block are fused
+HEAD_REDUCTIONS = {"mean": torch.mean, "max": torch.amax, "min": torch.amin}
 
 
 @register("rollout")
-class AttentionRollout(BaselineAttribution):
+class AttentionRollout(Explainer):
     r"""Raw attention rollout, no gradients and no text.
 
     Abnar and Zuidema, *Quantifying Attention Flow in Transformers*, ACL 2020.
@@ -33,14 +34,12 @@ class AttentionRollout(BaselineAttribution):
     a text-agnostic reference row for benchmarks.
 
     Args:
-        model: a supported image-text model or an adapter.
-        tokenizer: tokenizer or processor for text given as strings.
+        model, tokenizer, sign, normalize, eval_mode: as for
+            :class:`~captum_matex.explainer.Explainer`.
         start_layer (int): first block rolled (negative counts from the end).
             Default: 0
         head_reduction (str): ``"mean"`` (Abnar and Zuidema), ``"max"`` or
             ``"min"`` over heads. Default: ``"mean"``
-        normalize: ``"minmax"`` (default), ``"max"`` or ``None``.
-        eval_mode: run the model in eval mode (restored afterwards).
 
     Examples::
 
@@ -48,53 +47,22 @@ class AttentionRollout(BaselineAttribution):
         ...                                          additional_forward_args=(ids,))
     """
 
+    display_name = "Attention rollout"
+    captures_attention = True
+    uses_gradients = False
+
     def __init__(
-        self,
-        model: nn.Module | VisionLanguageAdapter,
-        tokenizer=None,
-        *,
-        start_layer: int = 0,
-        head_reduction: str = "mean",
-        normalize=_DEFAULT,
-        eval_mode: bool = True,
+        self, model, tokenizer=None, *, start_layer: int = 0, head_reduction: str = "mean",
+        **options: Any,
     ) -> None:
-        super().__init__(model, tokenizer, normalize=normalize, eval_mode=eval_mode)
-        if head_reduction not in ("mean", "max", "min"):
+        super().__init__(model, tokenizer, **options)
+        if head_reduction not in HEAD_REDUCTIONS:
             raise ValueError(f"head_reduction must be 'mean', 'max' or 'min', got {head_reduction!r}")
         self.start_layer = start_layer
         self.head_reduction = head_reduction
 
-    @classmethod
-    def get_name(cls) -> str:
-        """``"Attention rollout"``."""
-        return "Attention rollout"
-
-    @log_usage()
-    @accepts_tuple
-    def attribute(
-        self, inputs: Tensor, additional_forward_args: Any = None, output: OutputKind = "image"
-    ) -> Tensor:
-        r"""
-        Args:
-            inputs: ``(B, C, H, W)`` pixel values.
-            additional_forward_args: ``(text,)`` as for every method (checked,
-                but the map does not depend on it).
-            output: ``"image"``, ``"pixel"`` or ``"grid"``.
-
-        Returns:
-            Non-negative maps on the device of ``inputs``.
-        """
-        with self.adapter.explaining(self.eval_mode), torch.no_grad():
-            images, text = self._resolve(inputs, additional_forward_args)
-            trace = self.adapter.trace(images, text.embeddings, attentions=True)
-            start = resolve_block(self.start_layer, len(trace.attentions), "start_layer")
-            heads = torch.stack(trace.attentions[start:], 1)  # (B, L', H, T, T)
-            if self.head_reduction == "mean":
-                fused = heads.mean(2)
-            elif self.head_reduction == "max":
-                fused = heads.amax(2)
-            else:
-                fused = heads.amin(2)
-            joint = rollout(fused.float())
-            grid_maps = joint[:, 0, trace.num_prefix_tokens :].reshape(-1, *trace.grid)
-        return self._finish_grid(grid_maps, images, output)
+    def patch_map(self, trace: VisionTrace) -> Tensor:
+        start = resolve_block(self.start_layer, len(trace.attentions), "start_layer")
+        heads = torch.stack(trace.attentions[start:], 1)  # (B, L', H, T, T)
+        fused = HEAD_REDUCTIONS[self.head_reduction](heads, 2)
+        return rollout(fused.float())[:, 0, trace.num_prefix_tokens :]

@@ -23,11 +23,8 @@ class Saliency(CaptumBaseline):
     max-normalised per sample.
 
     Args:
-        model: a supported image-text model or an adapter.
-        tokenizer: tokenizer or processor for text given as strings.
-        sign: default ``"absolute_value"``.
-        normalize: ``"max"`` (default), ``"minmax"`` or ``None``.
-        eval_mode: run the model in eval mode (restored afterwards).
+        model, tokenizer, sign, normalize, eval_mode: as for
+            :class:`~captum_matex.explainer.Explainer`.
 
     Examples::
 
@@ -37,7 +34,7 @@ class Saliency(CaptumBaseline):
 
     default_sign = "absolute_value"
 
-    def _captum_attribute(self, images: Tensor, text_embeddings: Tensor) -> Tensor:
+    def captum_attribution(self, images: Tensor, text_embeddings: Tensor) -> Tensor:
         return _Saliency(self.forward_func).attribute(
             images.detach().requires_grad_(True), additional_forward_args=(text_embeddings,), abs=True
         )

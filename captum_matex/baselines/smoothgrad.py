@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from captum.attr import NoiseTunnel
 from captum.attr import Saliency as _Saliency
-from torch import Tensor, nn
+from torch import Tensor
 
-from captum_matex.adapters import VisionLanguageAdapter
-from captum_matex.baselines._base import _DEFAULT
 from captum_matex.baselines._captum import CaptumBaseline
 from captum_matex.baselines._registry import register
 
@@ -35,17 +35,14 @@ class SmoothGrad(CaptumBaseline):
     call.
 
     Args:
-        model: a supported image-text model or an adapter.
-        tokenizer: tokenizer or processor for text given as strings.
+        model, tokenizer, sign, normalize, eval_mode: as for
+            :class:`~captum_matex.explainer.Explainer`.
         nt_samples (int): noisy copies per image. Default: 10
         stdevs (float): noise standard deviation in the model's normalised
             input space (CLIP-normalised pixels span about 4, so 0.5 is about
             12 % of the range; Smilkov et al. suggest 10-20 %). Default: 0.5
         nt_samples_batch_size (int, optional): copies per forward pass.
         seed (int, optional): noise seed, see above. Default: 0
-        sign: default ``"absolute_value"``.
-        normalize: ``"max"`` (default), ``"minmax"`` or ``None``.
-        eval_mode: run the model in eval mode (restored afterwards).
 
     Examples::
 
@@ -57,18 +54,16 @@ class SmoothGrad(CaptumBaseline):
 
     def __init__(
         self,
-        model: nn.Module | VisionLanguageAdapter,
+        model,
         tokenizer=None,
         *,
         nt_samples: int = 10,
         stdevs: float = 0.5,
         nt_samples_batch_size: int | None = None,
         seed: int | None = 0,
-        sign=_DEFAULT,
-        normalize=_DEFAULT,
-        eval_mode: bool = True,
+        **options: Any,
     ) -> None:
-        super().__init__(model, tokenizer, sign=sign, normalize=normalize, eval_mode=eval_mode)
+        super().__init__(model, tokenizer, **options)
         self.nt_samples = nt_samples
         self.stdevs = stdevs
         self.nt_samples_batch_size = nt_samples_batch_size
@@ -85,7 +80,7 @@ class SmoothGrad(CaptumBaseline):
             abs=True,
         )
 
-    def _captum_attribute(self, images: Tensor, text_embeddings: Tensor) -> Tensor:
+    def captum_attribution(self, images: Tensor, text_embeddings: Tensor) -> Tensor:
         if self.seed is None:
             return self._tunnel(images, text_embeddings)
         cuda = [images.device] if images.device.type == "cuda" else []

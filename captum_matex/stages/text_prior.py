@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor
 
 from captum_matex._maps import gaussian_smooth, is_flat, normalize_max
+from captum_matex.targets import CosineSimilarity
 
 
 class PatchTextPrior:
@@ -37,9 +37,7 @@ class PatchTextPrior:
         Returns:
             ``(B, N)`` prior in [0, 1].
         """
-        sim = F.cosine_similarity(
-            patch_embeddings, text_embeddings[:, None].to(patch_embeddings), dim=-1
-        ).clamp_min(0)
+        sim = CosineSimilarity()(patch_embeddings, text_embeddings[:, None]).clamp_min(0)
         sim = gaussian_smooth(sim.view(-1, *grid), self.sigma).flatten(1)
         uninformative = is_flat(sim)[:, None]  # no (or only noise) similarity: neutral prior
         return normalize_max(sim).masked_fill(uninformative, 1.0)
