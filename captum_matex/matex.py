@@ -18,7 +18,29 @@ from captum_matex.stages.attention import GradWeightedAttention
 from captum_matex.stages.consistency import LayerConsistency
 from captum_matex.stages.fusion import Fusion
 from captum_matex.stages.rollout import MultiScaleRollout
-from captum_matex.stages.text_prior import PatchTextPrior
+from captum_matex.stages.protocols import (
+    AnatomicalPriorStage,
+    AttentionStage,
+    ConsistencyStage,
+    FusionStage,
+    RolloutStage,
+    TextPriorStage,
+)
+
+#: MATEX's attribute for each stage -> the protocol it must follow
+STAGE_PROTOCOLS = {
+    "attention": AttentionStage,
+    "rollout": RolloutStage,
+    "consistency": ConsistencyStage,
+    "text_prior": TextPriorStage,
+    "anatomical_prior": AnatomicalPriorStage,
+    "fusion": FusionStage,
+}
+
+
+def _protocol_methods(protocol: type) -> str:
+    names = [n for n in vars(protocol) if n in ("__call__",) or not n.startswith("_")]
+    return " and ".join(f"{n}()" for n in names)
 
 _DEFAULT: Any = object()
 
@@ -138,12 +160,12 @@ class MATEX(Explainer):
         model: nn.Module | VisionLanguageAdapter,
         tokenizer=None,
         *,
-        attention: GradWeightedAttention = _DEFAULT,
-        rollout: MultiScaleRollout | None = _DEFAULT,
-        consistency: LayerConsistency | None = _DEFAULT,
-        text_prior: PatchTextPrior | None = None,
-        anatomical_prior: AnatomicalPrior | None = _DEFAULT,
-        fusion: Fusion = _DEFAULT,
+        attention: AttentionStage = _DEFAULT,
+        rollout: RolloutStage | None = _DEFAULT,
+        consistency: ConsistencyStage | None = _DEFAULT,
+        text_prior: TextPriorStage | None = None,
+        anatomical_prior: AnatomicalPriorStage | None = _DEFAULT,
+        fusion: FusionStage = _DEFAULT,
         eval_mode: bool = True,
     ) -> None:
         super().__init__(model, tokenizer, eval_mode=eval_mode)
@@ -159,6 +181,13 @@ class MATEX(Explainer):
             raise ValueError("MATEX needs an attention stage and a fusion stage")
         if self.rollout is None and self.consistency is None:
             raise ValueError("MATEX needs the rollout stage, the consistency stage or both")
+        for name, protocol in STAGE_PROTOCOLS.items():
+            stage = getattr(self, name)
+            if stage is not None and not isinstance(stage, protocol):
+                raise TypeError(
+                    f"{name}={type(stage).__name__} is not a {protocol.__name__}: it needs "
+                    f"{_protocol_methods(protocol)} (see captum_matex.stages.protocols)"
+                )
 
     display_name = "MATEX"
     #: the fusion stage normalises (noise-safe) already

@@ -10,20 +10,34 @@ from captum_matex.stages.anatomy import (
 from captum_matex.stages.attention import GradWeightedAttention
 from captum_matex.stages.consistency import ConsistencyResult, LayerConsistency
 from captum_matex.stages.fusion import Fusion
+from captum_matex.stages.protocols import (
+    AnatomicalPriorStage,
+    AttentionStage,
+    ConsistencyStage,
+    FusionStage,
+    RolloutStage,
+    TextPriorStage,
+)
 from captum_matex.stages.rollout import MultiScaleRollout, rollout
 from captum_matex.stages.text_prior import PatchTextPrior
 
 __all__ = [
     "ATLAS_REGIONS",
     "AnatomicalPrior",
+    "AnatomicalPriorStage",
+    "AttentionStage",
     "ChestAtlas",
     "ConsistencyResult",
+    "ConsistencyStage",
     "Fusion",
+    "FusionStage",
     "GradWeightedAttention",
     "LayerConsistency",
     "MultiScaleRollout",
     "PatchTextPrior",
     "PhraseAnatomy",
+    "RolloutStage",
+    "TextPriorStage",
     "parse_phrase",
     "rollout",
 ]
