@@ -190,3 +190,15 @@ def test_images_and_model_on_different_real_devices_are_refused(model_on):
     forward = SimilarityForward(tiny_model().to(model_on), TOKENIZER)
     with pytest.raises(ValueError, match="images.to"):
         forward(IMAGES.to(images_on), TEXT)
+
+
+@pytest.mark.parametrize("masks", [torch.ones(2, 16, 16, device="meta"), torch.ones(2, 16, 16).to_sparse()])
+def test_anatomy_masks_on_meta_or_sparse_are_refused_by_name(masks):
+    model = tiny_model()
+    before = full_state(model)
+    error = ValueError if masks.is_meta else TypeError
+    with pytest.raises(error, match="'meta' device|to_dense"):
+        MATEX(model, TOKENIZER).attribute(IMAGES[:2], (TEXT[:2],), anatomy_masks=masks)
+    with pytest.raises(error, match="'meta' device|to_dense"):
+        MATEX(model, TOKENIZER).attribute_phrases(IMAGES[:2], TEXT[:2], anatomy_masks=masks)
+    assert_same_state(full_state(model), before)

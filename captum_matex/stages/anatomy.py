@@ -443,6 +443,13 @@ def _split_masks(
 
 def _check_sample_mask(mask: Tensor) -> Tensor:
     r"""One per-sample mask as ``(H, W)``."""
+    if mask.is_meta:
+        raise ValueError(
+            "anatomy masks are on the 'meta' device, which holds no data; compute real "
+            "masks (e.g. with a lung segmenter) and move them with masks.to(images.device)"
+        )
+    if mask.is_sparse:
+        raise TypeError("anatomy masks are sparse; pass dense masks (masks.to_dense())")
     if mask.dim() == 3 and mask.shape[0] == 1:
         mask = mask[0]
     if mask.dim() != 2:
