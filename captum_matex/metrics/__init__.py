@@ -10,7 +10,9 @@ r"""Metrics on batched torch tensors, grouped like Quantus.
   prompt sensitivity.
 
 Each metric returns one value per sample, ``(B,)``. Its score direction,
-category and range are in :data:`METRICS` (name to :class:`MetricInfo`).
+category and range are in :data:`METRICS` (name to
+:class:`~captum_matex.registry.MetricInfo`), the built-in table of
+:data:`captum_matex.registry.metrics`.
 """
 
 from captum_matex.metrics.faithfulness import (

@@ -17,7 +17,7 @@ from __future__ import annotations
 from captum_matex.metrics import faithfulness, localisation, sanity
 from captum_matex.registry import MetricInfo, metrics
 
-__all__ = ["METRICS", "MetricInfo"]
+__all__ = ["METRICS"]  # MetricInfo stays importable here; it is documented in the registry
 
 _INF = float("inf")
 
