@@ -12,37 +12,13 @@ from torch import Tensor, nn
 
 from captum_matex._inputs import check_images, check_text_embeddings, resolve_text
 from captum_matex.adapters import VisionLanguageAdapter
-from captum_matex.explainer import Explainer, OutputKind, block_relevance, format_maps
+from captum_matex.explainer import DEFAULT, Explainer, OutputKind, block_relevance, format_maps
 from captum_matex.stages.anatomy import AnatomicalPrior
 from captum_matex.stages.attention import GradWeightedAttention
 from captum_matex.stages.consistency import LayerConsistency
 from captum_matex.stages.fusion import Fusion
 from captum_matex.stages.rollout import MultiScaleRollout
-from captum_matex.stages.protocols import (
-    AnatomicalPriorStage,
-    AttentionStage,
-    ConsistencyStage,
-    FusionStage,
-    RolloutStage,
-    TextPriorStage,
-)
-
-#: MATEX's attribute for each stage -> the protocol it must follow
-STAGE_PROTOCOLS = {
-    "attention": AttentionStage,
-    "rollout": RolloutStage,
-    "consistency": ConsistencyStage,
-    "text_prior": TextPriorStage,
-    "anatomical_prior": AnatomicalPriorStage,
-    "fusion": FusionStage,
-}
-
-
-def _protocol_methods(protocol: type) -> str:
-    names = [n for n in vars(protocol) if n in ("__call__",) or not n.startswith("_")]
-    return " and ".join(f"{n}()" for n in names)
-
-_DEFAULT: Any = object()
+from captum_matex.stages import protocols
 
 
 @dataclass
@@ -160,33 +136,33 @@ class MATEX(Explainer):
         model: nn.Module | VisionLanguageAdapter,
         tokenizer=None,
         *,
-        attention: AttentionStage = _DEFAULT,
-        rollout: RolloutStage | None = _DEFAULT,
-        consistency: ConsistencyStage | None = _DEFAULT,
-        text_prior: TextPriorStage | None = None,
-        anatomical_prior: AnatomicalPriorStage | None = _DEFAULT,
-        fusion: FusionStage = _DEFAULT,
+        attention: protocols.AttentionStage = DEFAULT,
+        rollout: protocols.RolloutStage | None = DEFAULT,
+        consistency: protocols.ConsistencyStage | None = DEFAULT,
+        text_prior: protocols.TextPriorStage | None = None,
+        anatomical_prior: protocols.AnatomicalPriorStage | None = DEFAULT,
+        fusion: protocols.FusionStage = DEFAULT,
         eval_mode: bool = True,
     ) -> None:
         super().__init__(model, tokenizer, eval_mode=eval_mode)
-        self.attention = GradWeightedAttention() if attention is _DEFAULT else attention
-        self.rollout = MultiScaleRollout() if rollout is _DEFAULT else rollout
-        self.consistency = LayerConsistency() if consistency is _DEFAULT else consistency
+        self.attention = GradWeightedAttention() if attention is DEFAULT else attention
+        self.rollout = MultiScaleRollout() if rollout is DEFAULT else rollout
+        self.consistency = LayerConsistency() if consistency is DEFAULT else consistency
         self.text_prior = text_prior
         self.anatomical_prior = (
-            AnatomicalPrior() if anatomical_prior is _DEFAULT else anatomical_prior
+            AnatomicalPrior() if anatomical_prior is DEFAULT else anatomical_prior
         )
-        self.fusion = Fusion() if fusion is _DEFAULT else fusion
+        self.fusion = Fusion() if fusion is DEFAULT else fusion
         if self.attention is None or self.fusion is None:
             raise ValueError("MATEX needs an attention stage and a fusion stage")
         if self.rollout is None and self.consistency is None:
             raise ValueError("MATEX needs the rollout stage, the consistency stage or both")
-        for name, protocol in STAGE_PROTOCOLS.items():
+        for name, protocol in protocols.STAGE_PROTOCOLS.items():
             stage = getattr(self, name)
             if stage is not None and not isinstance(stage, protocol):
                 raise TypeError(
                     f"{name}={type(stage).__name__} is not a {protocol.__name__}: it needs "
-                    f"{_protocol_methods(protocol)} (see captum_matex.stages.protocols)"
+                    f"{protocols.protocol_methods(protocol)} (see captum_matex.stages.protocols)"
                 )
 
     display_name = "MATEX"

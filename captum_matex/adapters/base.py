@@ -214,6 +214,16 @@ class VisionTrace:
             )
 
 
+def warn_truncated(too_long: Sequence[str], context_length: int) -> None:
+    r"""Warn, naming the first one, when ``too_long`` phrases were cut to the context."""
+    if too_long:
+        warnings.warn(
+            f"{len(too_long)} phrase(s) exceed the text encoder's context of "
+            f"{context_length} tokens and were truncated, e.g. {too_long[0][:60]!r}",
+            stacklevel=4,
+        )
+
+
 class VisionLanguageAdapter(ABC):
     r"""Wraps one family of image-text dual encoders behind a small interface.
 
@@ -298,14 +308,8 @@ class VisionLanguageAdapter(ABC):
                 "ids / text embeddings instead"
             )
         n_tokens = [len(self.tokenizer(p)["input_ids"]) for p in phrases]
-        too_long = [p for p, n in zip(phrases, n_tokens) if n > self.context_length]
-        if too_long:
-            warnings.warn(
-                f"{len(too_long)} phrase(s) exceed the text encoder's context of "
-                f"{self.context_length} tokens and were truncated, e.g. "
-                f"{too_long[0][:60]!r}",
-                stacklevel=3,
-            )
+        warn_truncated([p for p, n in zip(phrases, n_tokens) if n > self.context_length],
+                       self.context_length)
         enc = self.tokenizer(
             list(phrases),
             padding="max_length",

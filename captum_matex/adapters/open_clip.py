@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import warnings
 from abc import abstractmethod
 from typing import Callable, Iterator, Sequence
 
@@ -17,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
-from captum_matex.adapters.base import BlockwiseAdapter, hooked
+from captum_matex.adapters.base import BlockwiseAdapter, hooked, warn_truncated
 
 
 def _pair(size) -> tuple[int, int]:
@@ -71,13 +70,7 @@ class _OpenCLIPBase(BlockwiseAdapter):
         encode = getattr(self.tokenizer, "encode", None)
         if encode is not None:
             too_long = [p for p in phrases if len(encode(p)) + 2 > self.context_length]
-            if too_long:
-                warnings.warn(
-                    f"{len(too_long)} phrase(s) exceed the text encoder's context of "
-                    f"{self.context_length} tokens and were truncated, e.g. "
-                    f"{too_long[0][:60]!r}",
-                    stacklevel=3,
-                )
+            warn_truncated(too_long, self.context_length)
         ids = torch.as_tensor(self.tokenizer(list(phrases)))
         if ids.shape[-1] != self.context_length:
             raise ValueError(

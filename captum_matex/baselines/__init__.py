@@ -3,7 +3,9 @@ r"""Comparison methods that explain the same model and the same score as MATEX.
 Every class here is a Captum attribution with MATEX's call signature,
 ``attribute(images, additional_forward_args=(text,), output="image")``, and
 its output contract: non-negative, finite ``(B, C, H, W)`` maps on the
-input's device, batched, with the model left as it came in. Methods are
+input's device, batched, with the model left as it came in. Each is an
+:class:`~captum_matex.explainer.Explainer` and takes its keyword arguments
+(``sign``, ``normalize``, ``eval_mode``) besides its own. Methods are
 registered by name so benchmarks and the command line pick them by string:
 
     >>> from captum_matex import baselines

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor
 
 from captum_matex._inputs import ResolvedText
@@ -33,3 +35,26 @@ class CaptumBaseline(Explainer):
         r"""Captum attribution ``(B, C, H, W)`` (or ``(B, 1, h, w)`` for a layer
         method) of ``forward_func(images, text_embeddings)``."""
         raise NotImplementedError(f"{type(self).__name__} must implement captum_attribution()")
+
+
+class PerturbationBaseline(CaptumBaseline):
+    r"""A Captum perturbation method: the map is made of score differences
+    when parts of the image are replaced by ``baseline``, so rounding noise
+    is judged against the score (:attr:`~Explainer.score_difference_maps`).
+
+    Args:
+        baseline (float): replacement pixel value (normalised space; 0 = the
+            dataset mean). Default: 0
+        perturbations_per_eval (int): perturbed images per forward pass.
+            Default: 16
+    """
+
+    score_difference_maps = True
+
+    def __init__(
+        self, model, tokenizer=None, *, baseline: float = 0.0, perturbations_per_eval: int = 16,
+        **options: Any,
+    ) -> None:
+        super().__init__(model, tokenizer, **options)
+        self.baseline = baseline
+        self.perturbations_per_eval = perturbations_per_eval

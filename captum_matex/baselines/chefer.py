@@ -36,8 +36,6 @@ class CheferGradRollout(Explainer):
     which is the default; ``start_layer=0`` is the ViT setting of the paper.
 
     Args:
-        model, tokenizer, sign, normalize, eval_mode: as for
-            :class:`~captum_matex.explainer.Explainer`.
         start_layer (int): first block rolled (negative counts from the end).
             Default: -1
 

@@ -8,7 +8,7 @@ import torch
 from captum.attr import FeatureAblation as _FeatureAblation
 from torch import Tensor
 
-from captum_matex.baselines._captum import CaptumBaseline
+from captum_matex.baselines._captum import PerturbationBaseline
 from captum_matex.baselines._registry import register
 
 
@@ -35,7 +35,7 @@ def patch_feature_mask(
 
 
 @register("feature_ablation")
-class FeatureAblation(CaptumBaseline):
+class FeatureAblation(PerturbationBaseline):
     r"""Score drop when one cell of patches (all channels) is set to a baseline.
 
     Captum's :class:`captum.attr.FeatureAblation` on
@@ -50,12 +50,8 @@ class FeatureAblation(CaptumBaseline):
     strides (a consistency check); larger cells give coarser, cheaper maps.
 
     Args:
-        model, tokenizer, sign, normalize, eval_mode: as for
-            :class:`~captum_matex.explainer.Explainer`.
         cell (int): patches per side of one ablated feature. Default: 1
-        baseline (float): replacement pixel value (normalised space).
-            Default: 0
-        perturbations_per_eval (int): ablations per forward pass. Default: 16
+        baseline, perturbations_per_eval: as for :class:`PerturbationBaseline`.
 
     Examples::
 
@@ -63,24 +59,11 @@ class FeatureAblation(CaptumBaseline):
         ...     pixel_values, additional_forward_args=(["cardiomegaly"],))
     """
 
-    score_difference_maps = True
-
-    def __init__(
-        self,
-        model,
-        tokenizer=None,
-        *,
-        cell: int = 1,
-        baseline: float = 0.0,
-        perturbations_per_eval: int = 16,
-        **options: Any,
-    ) -> None:
+    def __init__(self, model, tokenizer=None, *, cell: int = 1, **options: Any) -> None:
         super().__init__(model, tokenizer, **options)
         if cell < 1:
             raise ValueError("cell is a whole number of patches, at least 1")
         self.cell = cell
-        self.baseline = baseline
-        self.perturbations_per_eval = perturbations_per_eval
 
     def captum_attribution(self, images: Tensor, text_embeddings: Tensor) -> Tensor:
         mask = patch_feature_mask(

@@ -45,8 +45,6 @@ class GradECLIP(Explainer):
     :meth:`~captum_matex.adapters.VisionLanguageAdapter.capture_attention_projections`.
 
     Args:
-        model, tokenizer, sign, normalize, eval_mode: as for
-            :class:`~captum_matex.explainer.Explainer`.
         layers (Sequence[int]): explained blocks (negative counts from the
             end). Default: ``(-1,)``
         key_similarity (bool): weight by :math:`\lambda` (the reference's

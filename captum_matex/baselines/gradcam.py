@@ -37,8 +37,6 @@ class ViTGradCAM(Explainer):
     score at all (their gradient is zero), so Grad-CAM there is empty.
 
     Args:
-        model, tokenizer, sign, normalize, eval_mode: as for
-            :class:`~captum_matex.explainer.Explainer`.
         layer (int): block whose output tokens are used (negative counts from
             the end). Default: -2
 

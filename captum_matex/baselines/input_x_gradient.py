@@ -23,10 +23,6 @@ class InputXGradient(CaptumBaseline):
     max-normalised. Pixel values are the model's normalised inputs, so the
     implicit baseline is the dataset mean image.
 
-    Args:
-        model, tokenizer, sign, normalize, eval_mode: as for
-            :class:`~captum_matex.explainer.Explainer`.
-
     Examples::
 
         >>> maps = InputXGradient(model, processor).attribute(

@@ -27,8 +27,6 @@ class IntegratedGradients(CaptumBaseline):
     ``internal_batch_size`` images at a time; max-normalised.
 
     Args:
-        model, tokenizer, sign, normalize, eval_mode: as for
-            :class:`~captum_matex.explainer.Explainer`.
         n_steps (int): quadrature points. Default: 50
         internal_batch_size (int, optional): images per forward pass (bounds
             memory; ``None`` = all ``B * n_steps`` at once). Default: 16

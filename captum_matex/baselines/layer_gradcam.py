@@ -72,8 +72,6 @@ class LayerGradCam(CaptumBaseline):
     cross-check of both). Upsampled and min-max normalised.
 
     Args:
-        model, tokenizer, sign, normalize, eval_mode: as for
-            :class:`~captum_matex.explainer.Explainer`.
         layer (int): block whose output tokens are used. Default: -2
 
     Examples::

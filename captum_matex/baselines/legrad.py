@@ -38,8 +38,6 @@ class LeGrad(Explainer):
     last two blocks (the reference's ``layer_index=-2``).
 
     Args:
-        model, tokenizer, sign, normalize, eval_mode: as for
-            :class:`~captum_matex.explainer.Explainer`.
         start_layer (int): first explained block (negative counts from the
             end). Default: -2
 

@@ -7,9 +7,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from captum.log import log_usage
-from torch import Tensor, nn
+from torch import Tensor
 
-from captum_matex.adapters import VisionLanguageAdapter
 from captum_matex.baselines._registry import register
 from captum_matex.explainer import DEFAULT, Explainer, OutputKind, accepts_tuple, resolve_block
 
@@ -105,7 +104,7 @@ class M2IB(Explainer):
 
     def __init__(
         self,
-        model: nn.Module | VisionLanguageAdapter,
+        model,
         tokenizer=None,
         *,
         layer: int | None = None,
@@ -117,10 +116,9 @@ class M2IB(Explainer):
         seed: int | None = 0,
         literal: bool = False,
         capacity_after_last_update: bool = False,
-        normalize=DEFAULT,
-        eval_mode: bool = True,
+        **options: Any,
     ) -> None:
-        super().__init__(model, tokenizer, normalize=normalize, eval_mode=eval_mode)
+        super().__init__(model, tokenizer, **options)
         if steps < 1 or num_samples < 1:
             raise ValueError("steps and num_samples must be at least 1")
         if beta < 0 or lr <= 0:

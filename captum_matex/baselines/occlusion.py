@@ -7,12 +7,12 @@ from typing import Any
 from captum.attr import Occlusion as _Occlusion
 from torch import Tensor
 
-from captum_matex.baselines._captum import CaptumBaseline
+from captum_matex.baselines._captum import PerturbationBaseline
 from captum_matex.baselines._registry import register
 
 
 @register("occlusion")
-class Occlusion(CaptumBaseline):
+class Occlusion(PerturbationBaseline):
     r"""Score drop when a window of whole patches is replaced by a baseline.
 
     Zeiler and Fergus, *Visualizing and Understanding Convolutional
@@ -29,13 +29,9 @@ class Occlusion(CaptumBaseline):
     channels, from summing Captum's per-channel attribution).
 
     Args:
-        model, tokenizer, sign, normalize, eval_mode: as for
-            :class:`~captum_matex.explainer.Explainer`.
         window (int): window side in patches. Default: 1
         stride (int): stride in patches. Default: 1
-        baseline (float): replacement pixel value (normalised space; 0 = the
-            dataset mean). Default: 0
-        perturbations_per_eval (int): occlusions per forward pass. Default: 16
+        baseline, perturbations_per_eval: as for :class:`PerturbationBaseline`.
 
     Examples::
 
@@ -43,26 +39,14 @@ class Occlusion(CaptumBaseline):
         ...     pixel_values, additional_forward_args=(["cardiomegaly"],))
     """
 
-    score_difference_maps = True
-
     def __init__(
-        self,
-        model,
-        tokenizer=None,
-        *,
-        window: int = 1,
-        stride: int = 1,
-        baseline: float = 0.0,
-        perturbations_per_eval: int = 16,
-        **options: Any,
+        self, model, tokenizer=None, *, window: int = 1, stride: int = 1, **options: Any
     ) -> None:
         super().__init__(model, tokenizer, **options)
         if window < 1 or stride < 1:
             raise ValueError("window and stride are whole numbers of patches, at least 1")
         self.window = window
         self.stride = stride
-        self.baseline = baseline
-        self.perturbations_per_eval = perturbations_per_eval
 
     def captum_attribution(self, images: Tensor, text_embeddings: Tensor) -> Tensor:
         ph, pw = self.adapter.patch_size

@@ -23,10 +23,6 @@ class PatchTextSimilarity(Explainer):
     (without their value-path surgery). A map can be all zero when no patch
     has a positive similarity.
 
-    Args:
-        model, tokenizer, sign, normalize, eval_mode: as for
-            :class:`~captum_matex.explainer.Explainer`.
-
     Examples::
 
         >>> maps = PatchTextSimilarity(model, processor).attribute(

@@ -6,11 +6,10 @@ from typing import Any
 
 import torch
 from captum.log import log_usage
-from torch import Tensor, nn
+from torch import Tensor
 
-from captum_matex.adapters import VisionLanguageAdapter
 from captum_matex.baselines._registry import register
-from captum_matex.explainer import DEFAULT, Explainer, OutputKind, accepts_tuple
+from captum_matex.explainer import Explainer, OutputKind, accepts_tuple
 from captum_matex.stages.anatomy import AnatomicalPrior
 
 
@@ -49,14 +48,13 @@ class AnatomyPriorOnly(Explainer):
 
     def __init__(
         self,
-        model: nn.Module | VisionLanguageAdapter,
+        model,
         tokenizer=None,
         *,
         anatomical_prior: AnatomicalPrior | None = None,
-        normalize=DEFAULT,
-        eval_mode: bool = True,
+        **options: Any,
     ) -> None:
-        super().__init__(model, tokenizer, normalize=normalize, eval_mode=eval_mode)
+        super().__init__(model, tokenizer, **options)
         self.anatomical_prior = AnatomicalPrior() if anatomical_prior is None else anatomical_prior
 
     display_name = "Prior only"

@@ -34,8 +34,6 @@ class AttentionRollout(Explainer):
     a text-agnostic reference row for benchmarks.
 
     Args:
-        model, tokenizer, sign, normalize, eval_mode: as for
-            :class:`~captum_matex.explainer.Explainer`.
         start_layer (int): first block rolled (negative counts from the end).
             Default: 0
         head_reduction (str): ``"mean"`` (Abnar and Zuidema), ``"max"`` or

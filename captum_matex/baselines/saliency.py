@@ -22,10 +22,6 @@ class Saliency(CaptumBaseline):
 
     max-normalised per sample.
 
-    Args:
-        model, tokenizer, sign, normalize, eval_mode: as for
-            :class:`~captum_matex.explainer.Explainer`.
-
     Examples::
 
         >>> maps = Saliency(model, processor).attribute(

@@ -35,8 +35,6 @@ class SmoothGrad(CaptumBaseline):
     call.
 
     Args:
-        model, tokenizer, sign, normalize, eval_mode: as for
-            :class:`~captum_matex.explainer.Explainer`.
         nt_samples (int): noisy copies per image. Default: 10
         stdevs (float): noise standard deviation in the model's normalised
             input space (CLIP-normalised pixels span about 4, so 0.5 is about

@@ -414,17 +414,9 @@ def insertion_auc(
     pixels (see :func:`perturbation_curve`). **Higher is better**. Raw scores
     by default (``normalize=True`` divides by ``s(x)``).
 
-    Args:
-        forward_func: ``f(images, *additional_forward_args) -> (B,)`` scores.
-        images: ``(B, C, H, W)`` model inputs.
-        maps: ``(B, H, W)`` or ``(B, C, H, W)`` maps at the input resolution.
-        additional_forward_args: per-sample extra arguments (e.g. token ids).
-        patch_size: pixels per step as ``(ph, pw)``; pass the model's patch size.
-        baseline: the image pixels are inserted into (default ``"blur"``; see
-            :func:`perturbation_curve`).
-        normalize: divide the curve by the unperturbed score.
-        max_batch_size: most perturbed images per forward call.
-        seed: seed of the random tie-breaking order.
+    Args are those of :func:`deletion_auc`, except ``baseline``: the image
+    the pixels are inserted into (default ``"blur"``; see
+    :func:`perturbation_curve`).
 
     Returns:
         ``(B,)`` tensor; NaN where the map has NaN/inf.

@@ -78,13 +78,9 @@ class TextPriorStage(Protocol):
 class AnatomicalPriorStage(Protocol):
     r"""Stage 4b: a prior from the phrase's words (or the user's region masks)."""
 
-    def __call__(
-        self,
-        phrases: Sequence[str | None],
-        grid: tuple[int, int],
-        masks: Tensor | Sequence[Tensor | None] | None = None,
-        device: torch.device | str | None = None,
-    ) -> Tensor:
+    def __call__(self, phrases: Sequence[str | None], grid: tuple[int, int],
+                 masks: Tensor | Sequence[Tensor | None] | None = None,
+                 device: torch.device | str | None = None) -> Tensor:
         r"""One phrase (or ``None``: no words) per sample -> ``(B, N)`` prior in [0, 1]."""
         ...
 
@@ -97,12 +93,24 @@ class FusionStage(Protocol):
         r"""``(B, K, N)`` rollouts and a ``(B, N)`` consistency map -> ``(B, N)`` evidence."""
         ...
 
-    def __call__(
-        self,
-        rollouts: Tensor | None,
-        consistency: Tensor | None,
-        priors: Mapping[str, Tensor],
-        grid: tuple[int, int] | None = None,
-    ) -> Tensor:
+    def __call__(self, rollouts: Tensor | None, consistency: Tensor | None,
+                 priors: Mapping[str, Tensor], grid: tuple[int, int] | None = None) -> Tensor:
         r"""Evidence times the priors -> ``(B, N)`` map in [0, 1]."""
         ...
+
+
+#: MATEX's argument for each stage -> the protocol it must follow
+STAGE_PROTOCOLS: dict[str, type] = {
+    "attention": AttentionStage,
+    "rollout": RolloutStage,
+    "consistency": ConsistencyStage,
+    "text_prior": TextPriorStage,
+    "anatomical_prior": AnatomicalPriorStage,
+    "fusion": FusionStage,
+}
+
+
+def protocol_methods(protocol: type) -> str:
+    r"""The methods a stage needs to follow ``protocol``, e.g. ``"__call__() and depths()"``."""
+    names = [n for n in vars(protocol) if n == "__call__" or not n.startswith("_")]
+    return " and ".join(f"{n}()" for n in names)
