@@ -138,7 +138,7 @@ def test_attention_path_that_hides_probabilities_raises(tokenizer, images, monke
     explainer = MATEX(model, tokenizer)
     import contextlib
 
-    monkeypatch.setattr(explainer.adapter, "_attention_exposed", contextlib.nullcontext)
+    monkeypatch.setattr(explainer.adapter, "attention_exposed", contextlib.nullcontext)
     with pytest.raises(RuntimeError, match="attn_implementation='eager'"):
         explainer.attribute(images, (PHRASES,))
     assert model_state(model)["hooks"] == 0

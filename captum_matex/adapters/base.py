@@ -448,7 +448,7 @@ class VisionLanguageAdapter(ABC):
                 for p in grads:
                     p.requires_grad_(False)
                 if exposes_attention:
-                    with self._attention_exposed():
+                    with self.attention_exposed():
                         yield
                 else:
                     yield
@@ -459,7 +459,7 @@ class VisionLanguageAdapter(ABC):
                     p.requires_grad_(flag)
 
     @contextlib.contextmanager
-    def _attention_exposed(self) -> Iterator[None]:
+    def attention_exposed(self) -> Iterator[None]:
         """Make attention probabilities observable; restore on exit."""
         yield
 
@@ -470,8 +470,8 @@ class BlockwiseAdapter(VisionLanguageAdapter):
     Running the blocks one at a time gives the attention probabilities of
     every block (with gradients), the block outputs and partial runs from a
     given block on in one pass. Subclasses say how tokens enter the first
-    block (:meth:`_embed`), how one block runs with its probabilities
-    captured (:meth:`_run_block`) and how tokens reach the joint space
+    block (:meth:`input_tokens`), how one block runs with its probabilities
+    captured (:meth:`run_block`) and how tokens reach the joint space
     (:meth:`project_tokens`); :meth:`trace` and :meth:`embed_tokens` follow.
     """
 
@@ -480,11 +480,11 @@ class BlockwiseAdapter(VisionLanguageAdapter):
         return len(self.vision_blocks())
 
     @abstractmethod
-    def _embed(self, images: Tensor) -> Tensor:
+    def input_tokens(self, images: Tensor) -> Tensor:
         """Tokens ``(B, T, D)`` entering the first block."""
 
     @abstractmethod
-    def _run_block(
+    def run_block(
         self, block: nn.Module, tokens: Tensor, want_attention: bool
     ) -> tuple[Tensor, Tensor | None]:
         """Block output ``(B, T, D)`` and, if wanted, its ``(B, H, T, T)`` probabilities."""
@@ -494,9 +494,9 @@ class BlockwiseAdapter(VisionLanguageAdapter):
         """Map last-block tokens ``(B, n, D)`` into the joint space, as the CLS token is."""
 
     def embed_tokens(self, images: Tensor, upto_block: int) -> Tensor:
-        tokens = self._embed(images)
+        tokens = self.input_tokens(images)
         for block in self.vision_blocks()[: upto_block + 1]:
-            tokens = self._run_block(block, tokens, want_attention=False)[0]
+            tokens = self.run_block(block, tokens, want_attention=False)[0]
         return tokens
 
     def trace(
@@ -507,11 +507,11 @@ class BlockwiseAdapter(VisionLanguageAdapter):
         hidden_states: bool = False,
         start_block: int = 0,
     ) -> VisionTrace:
-        tokens = self._embed(images) if start_block == 0 else images
+        tokens = self.input_tokens(images) if start_block == 0 else images
         attn_list: list[Tensor] = []
         hidden_list: list[Tensor] = []
         for block in self.vision_blocks()[start_block:]:
-            tokens, attn = self._run_block(block, tokens, attentions)
+            tokens, attn = self.run_block(block, tokens, attentions)
             if attentions:
                 if attn is None:
                     raise RuntimeError(

@@ -94,10 +94,10 @@ class HFCLIPAdapter(BlockwiseAdapter):
     def encode_text(self, input_ids: Tensor) -> Tensor:
         return _as_tensor(self.model.get_text_features(input_ids=input_ids))
 
-    def _embed(self, images: Tensor) -> Tensor:
+    def input_tokens(self, images: Tensor) -> Tensor:
         return self.vision.pre_layrnorm(self.vision.embeddings(images))
 
-    def _run_block(
+    def run_block(
         self, block: nn.Module, tokens: Tensor, want_attention: bool
     ) -> tuple[Tensor, Tensor | None]:
         captured: list[Tensor] = []
@@ -140,7 +140,7 @@ class HFCLIPAdapter(BlockwiseAdapter):
             yield captured
 
     @contextlib.contextmanager
-    def _attention_exposed(self) -> Iterator[None]:
+    def attention_exposed(self) -> Iterator[None]:
         config = self._vision_config
         previous = getattr(config, "_attn_implementation", None)
         try:

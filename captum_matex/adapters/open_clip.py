@@ -220,10 +220,10 @@ class OpenCLIPAdapter(_OpenCLIPBase):
         param = self.visual.proj
         return torch.zeros(1, 1, param.shape[0], dtype=param.dtype, device=param.device)
 
-    def _embed(self, images: Tensor) -> Tensor:
+    def input_tokens(self, images: Tensor) -> Tensor:
         return self.visual._embeds(images)
 
-    def _run_block(
+    def run_block(
         self, block: nn.Module, tokens: Tensor, want_attention: bool
     ) -> tuple[Tensor, Tensor | None]:
         batch_first = self.visual.transformer.batch_first
@@ -275,7 +275,7 @@ class OpenCLIPAdapter(_OpenCLIPBase):
             yield captured
 
     @contextlib.contextmanager
-    def _attention_exposed(self) -> Iterator[None]:
+    def attention_exposed(self) -> Iterator[None]:
         with self._explicit_attention():
             yield
 
@@ -348,11 +348,11 @@ class TimmOpenCLIPAdapter(_OpenCLIPBase):
         param = self.trunk.cls_token
         return torch.zeros(1, 1, self.trunk.num_features, dtype=param.dtype, device=param.device)
 
-    def _embed(self, images: Tensor) -> Tensor:
+    def input_tokens(self, images: Tensor) -> Tensor:
         trunk = self.trunk
         return trunk.norm_pre(trunk.patch_drop(trunk._pos_embed(trunk.patch_embed(images))))
 
-    def _run_block(
+    def run_block(
         self, block: nn.Module, tokens: Tensor, want_attention: bool
     ) -> tuple[Tensor, Tensor | None]:
         captured: list[Tensor] = []
@@ -387,7 +387,7 @@ class TimmOpenCLIPAdapter(_OpenCLIPBase):
             yield captured
 
     @contextlib.contextmanager
-    def _attention_exposed(self) -> Iterator[None]:
+    def attention_exposed(self) -> Iterator[None]:
         attns = [b.attn for b in self.vision_blocks()]
         previous = [a.fused_attn for a in attns]
         try:
