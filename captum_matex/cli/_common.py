@@ -3,8 +3,12 @@ folder check, figure saving and model loading."""
 
 from __future__ import annotations
 
+import sys
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
+
+from captum_matex import registry
 
 
 class CLIError(Exception):
@@ -65,3 +69,17 @@ def load_model(path: str | None, device: str) -> tuple[Any, Any, str]:
     except ModelLoadError as exc:
         raise CLIError(str(exc)) from exc
     return model, processor, path
+
+
+def load_plugins() -> None:
+    r"""Load every plugin entry point now and print each skipped one as a
+    ``matex: warning:`` line on stderr (other warnings pass through)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", registry.PluginWarning)
+        registry.broken_plugins()
+    for warning in caught:
+        if issubclass(warning.category, registry.PluginWarning):
+            print(f"matex: warning: {warning.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                                   warning.lineno)

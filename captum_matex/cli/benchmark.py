@@ -9,7 +9,7 @@ from pathlib import Path
 
 from captum_matex import registry
 from captum_matex._quiet import VERBOSE_HELP, quiet_third_party
-from captum_matex.cli._common import CLIError
+from captum_matex.cli._common import CLIError, load_plugins
 from captum_matex.evaluation import (
     DEFAULT_METHODS,
     BenchmarkConfig,
@@ -96,6 +96,7 @@ def benchmark(args: argparse.Namespace) -> dict | None:
     from captum_matex.data import ImageReadError, MSCXRError
     from captum_matex.loading import ModelLoadError
 
+    load_plugins()
     if args.list:
         sys.stdout.write(listing())
         return None

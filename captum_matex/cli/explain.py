@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from captum_matex._quiet import VERBOSE_HELP, quiet_third_party
-from captum_matex.cli._common import CLIError, load_model, prepare_out, save
+from captum_matex.cli._common import CLIError, load_model, load_plugins, prepare_out, save
 from captum_matex.loading import MODEL_HELP
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ def _method(name: str) -> type:
     r"""The registered method ``name`` (:data:`captum_matex.registry.methods`)."""
     from captum_matex.registry import methods
 
+    load_plugins()
     try:
         return methods.get(name)
     except KeyError as exc:
