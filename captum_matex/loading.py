@@ -106,10 +106,11 @@ class OpenCLIPProcessor:
     image_processor: InputSpec
 
 
-def load_model(name_or_path: str | Path, device: str = "cpu") -> tuple[nn.Module, Any]:
+def load_model(name_or_path: str | Path | None, device: str = "cpu") -> tuple[nn.Module, Any]:
     r"""Load a supported image-text model and its processor.
 
-    open_clip models (``hf-hub:`` and ``local-dir:`` names, or a folder with
+    ``None`` gives the embedded phantom model
+    (:func:`~captum_matex.zoo.phantom_clip`, offline). open_clip models (``hf-hub:`` and ``local-dir:`` names, or a folder with
     an ``open_clip_config.json``) go to :func:`load_open_clip`, everything
     else to :func:`load_clip`.
 
@@ -125,6 +126,11 @@ def load_model(name_or_path: str | Path, device: str = "cpu") -> tuple[nn.Module
     Raises:
         ModelLoadError: nothing loadable was found; the message says why.
     """
+    if name_or_path is None:
+        from captum_matex.zoo import phantom_clip
+
+        model, processor = phantom_clip()
+        return model.to(device), processor
     source = str(name_or_path)
     if source.startswith(OPEN_CLIP_SCHEMAS) or (
         Path(source).expanduser() / "open_clip_config.json"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from captum_matex import registry
+
 from captum_matex.adapters.base import BlockwiseAdapter, VisionLanguageAdapter, VisionTrace
 from captum_matex.adapters.hf_clip import HFCLIPAdapter
 from captum_matex.adapters.open_clip import OpenCLIPAdapter, TimmOpenCLIPAdapter
@@ -31,10 +33,11 @@ def get_adapter(model: nn.Module | VisionLanguageAdapter, tokenizer=None) -> Vis
         if tokenizer is not None:
             model.tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
         return model
-    for adapter_cls in ADAPTERS:
+    candidates = registry.adapters.objects()  # the built-ins, then plugin adapters
+    for adapter_cls in candidates:
         if adapter_cls.supports(model):
             return adapter_cls(model, tokenizer)
-    families = ", ".join(a.family for a in ADAPTERS)
+    families = ", ".join(a.family for a in candidates)
     raise TypeError(
         f"{type(model).__name__} is not a supported vision-language model "
         f"(supported: {families}). Wrap it in a subclass of "

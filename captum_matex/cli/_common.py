@@ -56,11 +56,6 @@ def load_model(path: str | None, device: str) -> tuple[Any, Any, str]:
     Raises:
         CLIError: the model cannot be loaded (the message says why).
     """
-    if path is None:
-        from captum_matex.zoo import phantom_clip
-
-        model, processor = phantom_clip()
-        return model.to(device), processor, "embedded phantom_clip"
     from captum_matex.loading import ModelLoadError
     from captum_matex.loading import load_model as load
 
@@ -68,7 +63,7 @@ def load_model(path: str | None, device: str) -> tuple[Any, Any, str]:
         model, processor = load(path, device)
     except ModelLoadError as exc:
         raise CLIError(str(exc)) from exc
-    return model, processor, path
+    return model, processor, path or "embedded phantom_clip"
 
 
 def load_plugins() -> None:

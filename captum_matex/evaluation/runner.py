@@ -196,15 +196,9 @@ class _Model:
 
     def __call__(self) -> tuple[Any, Any]:
         if self._loaded is None:
-            if self.config.model is None:
-                from captum_matex.zoo import phantom_clip
+            from captum_matex.loading import load_model
 
-                model, processor = phantom_clip()
-            else:
-                from captum_matex.loading import load_model
-
-                model, processor = load_model(self.config.model, self.device)
-            self._loaded = (model.to(self.device), processor)
+            self._loaded = load_model(self.config.model, self.device)
         return self._loaded
 
 
