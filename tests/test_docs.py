@@ -11,7 +11,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PUBLIC_MODULES = [
     "captum_matex", "captum_matex.adapters", "captum_matex.stages", "captum_matex.baselines",
-    "captum_matex.data", "captum_matex.zoo", "captum_matex.metrics",
+    "captum_matex.data", "captum_matex.zoo", "captum_matex.metrics", "captum_matex.explainer",
+    "captum_matex.targets", "captum_matex.registry", "captum_matex.stages.protocols",
 ]
 
 

@@ -33,7 +33,8 @@ def get_adapter(model: nn.Module | VisionLanguageAdapter, tokenizer=None) -> Vis
         if tokenizer is not None:
             model.tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
         return model
-    candidates = registry.adapters.objects()  # the built-ins, then plugin adapters
+    # ADAPTERS as it is now (users may have inserted into it), then registered and plugin adapters
+    candidates = ADAPTERS + [a for a in registry.adapters.objects() if a not in ADAPTERS]
     for adapter_cls in candidates:
         if adapter_cls.supports(model):
             return adapter_cls(model, tokenizer)

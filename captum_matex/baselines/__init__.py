@@ -18,6 +18,7 @@ method half of :mod:`captum_matex.registry`, which also lists methods that
 installed packages add through the ``captum_matex.methods`` entry points.
 """
 
+from captum_matex.baselines._captum import CaptumBaseline, PerturbationBaseline
 from captum_matex.baselines._registry import available, get, register
 from captum_matex.baselines.chefer import CheferGradRollout
 from captum_matex.baselines.feature_ablation import FeatureAblation, patch_feature_mask
@@ -48,6 +49,7 @@ from captum_matex.baselines.matex_ablations import (  # noqa: E402  (registers a
 __all__ = [
     "AnatomyPriorOnly",
     "AttentionRollout",
+    "CaptumBaseline",
     "CheferGradRollout",
     "FeatureAblation",
     "GradECLIP",
@@ -61,6 +63,7 @@ __all__ = [
     "MATEXNoRollout",
     "MATEXWithTextPrior",
     "Occlusion",
+    "PerturbationBaseline",
     "PatchTextSimilarity",
     "Saliency",
     "SmoothGrad",

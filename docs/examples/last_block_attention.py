@@ -1,0 +1,28 @@
+"""A new method in one short file: the last block's CLS-to-patch attention.
+
+It overrides the one function of :class:`~captum_matex.explainer.Explainer`
+that turns a traced forward pass into a patch map; input checks, the
+model's state, upsampling, the noise-safe normalisation and the output
+format come from the base. Registering it makes it a benchmark method.
+"""
+
+from torch import Tensor
+
+from captum_matex.adapters import VisionTrace
+from captum_matex.explainer import Explainer
+from captum_matex.registry import methods
+
+
+class LastBlockAttention(Explainer):
+    """CLS-to-patch attention of the last block, mean over heads (no gradients)."""
+
+    display_name = "Last-block attention"
+    default_normalize = "max"
+    captures_attention = True  # the trace keeps every block's attention probabilities
+    uses_gradients = False  # nothing to differentiate: run without autograd
+
+    def patch_map(self, trace: VisionTrace) -> Tensor:
+        return trace.attentions[-1].mean(1)[:, 0, trace.num_prefix_tokens :]
+
+
+methods.register("last_block_attention", LastBlockAttention)
