@@ -110,9 +110,10 @@ def load_model(name_or_path: str | Path | None, device: str = "cpu") -> tuple[nn
     r"""Load a supported image-text model and its processor.
 
     ``None`` gives the embedded phantom model
-    (:func:`~captum_matex.zoo.phantom_clip`, offline). open_clip models (``hf-hub:`` and ``local-dir:`` names, or a folder with
-    an ``open_clip_config.json``) go to :func:`load_open_clip`, everything
-    else to :func:`load_clip`.
+    (:func:`~captum_matex.zoo.phantom_clip`, offline). open_clip models
+    (``hf-hub:`` and ``local-dir:`` names, or a folder with an
+    ``open_clip_config.json``) go to :func:`load_open_clip`, everything else
+    to :func:`load_clip`.
 
     Args:
         name_or_path: a model directory or hub name, e.g.

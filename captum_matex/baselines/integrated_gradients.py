@@ -40,10 +40,7 @@ class IntegratedGradients(CaptumBaseline):
     """
 
     def __init__(
-        self,
-        model,
-        tokenizer=None,
-        *,
+        self, model, tokenizer=None, *,
         n_steps: int = 50,
         internal_batch_size: int | None = 16,
         baseline: float = 0.0,

@@ -83,12 +83,7 @@ class LayerGradCam(CaptumBaseline):
     default_normalize = "minmax"
 
     def __init__(
-        self,
-        model,
-        tokenizer=None,
-        *,
-        layer: int = -2,
-        **options: Any,
+        self, model, tokenizer=None, *, layer: int = -2, **options: Any
     ) -> None:
         super().__init__(model, tokenizer, **options)
         self.layer = layer

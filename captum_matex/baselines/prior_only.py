@@ -47,10 +47,7 @@ class AnatomyPriorOnly(Explainer):
     default_normalize = "max"
 
     def __init__(
-        self,
-        model,
-        tokenizer=None,
-        *,
+        self, model, tokenizer=None, *,
         anatomical_prior: AnatomicalPrior | None = None,
         **options: Any,
     ) -> None:

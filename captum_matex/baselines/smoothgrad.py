@@ -51,10 +51,7 @@ class SmoothGrad(CaptumBaseline):
     default_sign = "absolute_value"
 
     def __init__(
-        self,
-        model,
-        tokenizer=None,
-        *,
+        self, model, tokenizer=None, *,
         nt_samples: int = 10,
         stdevs: float = 0.5,
         nt_samples_batch_size: int | None = None,

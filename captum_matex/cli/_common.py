@@ -3,12 +3,15 @@ folder check, figure saving and model loading."""
 
 from __future__ import annotations
 
+import argparse
+import functools
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from captum_matex import registry
+from captum_matex._quiet import quiet_third_party
 
 
 class CLIError(Exception):
@@ -78,3 +81,16 @@ def load_plugins() -> None:
         else:
             warnings.warn_explicit(warning.message, warning.category, warning.filename,
                                    warning.lineno)
+
+
+def quietly(command: Callable[[argparse.Namespace], dict]) -> Callable[[argparse.Namespace], dict]:
+    r"""Run the command ``command(args)`` with third-party loading messages and
+    progress bars hidden, unless ``args.verbose``
+    (:func:`~captum_matex._quiet.quiet_third_party`)."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> dict:
+        with quiet_third_party(args.verbose):
+            return command(args)
+
+    return run

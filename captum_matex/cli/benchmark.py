@@ -104,7 +104,8 @@ def benchmark(args: argparse.Namespace) -> dict | None:
         dataset=args.dataset, split=args.split, limit=args.limit, methods=args.methods,
         model=args.model, root=args.root, csv=args.csv, mode=args.mode,
         batch_size=args.batch_size, faithfulness=not args.no_faithfulness,
-        curve_steps=args.curve_steps, sanity=not args.no_sanity, seed=args.seed, method_kwargs=args.method_kwargs,
+        curve_steps=args.curve_steps, sanity=not args.no_sanity, seed=args.seed,
+        method_kwargs=args.method_kwargs,
         atlas=args.atlas, metrics=args.metrics,
     )
     try:

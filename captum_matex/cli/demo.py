@@ -6,10 +6,11 @@ import argparse
 import json
 from pathlib import Path
 
-from captum_matex._quiet import VERBOSE_HELP, quiet_third_party
-from captum_matex.cli._common import prepare_out, save
+from captum_matex._quiet import VERBOSE_HELP
+from captum_matex.cli._common import prepare_out, quietly, save
 
 
+@quietly
 def demo(args: argparse.Namespace) -> dict:
     r"""
     ``matex demo``: explain phantom test cases with the embedded model.
@@ -19,12 +20,6 @@ def demo(args: argparse.Namespace) -> dict:
     Returns:
         dict: The summary written to ``demo_summary.json``.
     """
-    with quiet_third_party(args.verbose):
-        return _demo(args)
-
-
-def _demo(args: argparse.Namespace) -> dict:
-    r"""The body of :func:`demo`, with third-party output already silenced."""
     import torch.nn.functional as F
 
     from captum_matex import MATEX
@@ -70,11 +65,7 @@ def _demo(args: argparse.Namespace) -> dict:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    r"""Add ``demo`` to the ``matex`` sub-commands.
-
-    Args:
-        sub (argparse._SubParsersAction): The ``matex`` parser's sub-commands.
-    """
+    r"""Add ``demo`` to ``sub``, the ``matex`` parser's sub-commands."""
     de = sub.add_parser("demo", help="explain phantom cases with the embedded model")
     de.add_argument("--cases", type=int, default=8, help="number of test cases")
     de.add_argument("--out", default="matex_demo", help="output directory")

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 import torch
 
-from captum_matex._quiet import VERBOSE_HELP, quiet_third_party
-from captum_matex.cli._common import CLIError, load_model, load_plugins, prepare_out, save
+from captum_matex._quiet import VERBOSE_HELP
+from captum_matex.cli._common import CLIError, load_model, load_plugins, prepare_out, quietly, save
 from captum_matex.loading import MODEL_HELP
 
 if TYPE_CHECKING:
@@ -210,6 +210,7 @@ def _explain_chunk(explainer: Any, image: torch.Tensor, geometry: Geometry, phra
     return records
 
 
+@quietly
 def explain(args: argparse.Namespace) -> dict:
     r"""
     ``matex explain``: explain one image (PNG, JPEG or DICOM) for one or more phrases.
@@ -235,12 +236,6 @@ def explain(args: argparse.Namespace) -> dict:
     Returns:
         dict: The summary written to ``summary.json``.
     """
-    with quiet_third_party(args.verbose):
-        return _explain(args)
-
-
-def _explain(args: argparse.Namespace) -> dict:
-    r"""The body of :func:`explain`, with third-party output already silenced."""
     from captum_matex import MATEX
 
     phrases = _phrases(args)
@@ -283,11 +278,7 @@ def _explain(args: argparse.Namespace) -> dict:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    r"""Add ``explain`` to the ``matex`` sub-commands.
-
-    Args:
-        sub (argparse._SubParsersAction): The ``matex`` parser's sub-commands.
-    """
+    r"""Add ``explain`` to ``sub``, the ``matex`` parser's sub-commands."""
     ex = sub.add_parser("explain", help="explain one image for one or more phrases")
     ex.add_argument("image", help="PNG, JPEG or DICOM radiograph")
     ex.add_argument("phrases", nargs="*", help="phrase(s) to explain")

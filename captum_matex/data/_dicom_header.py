@@ -238,7 +238,9 @@ def _walk(fp: BinaryIO, size: int, implicit: bool, little: bool,
         else:  # a sequence of undefined length, parsed by pydicom
             element = _Element(int(raw.tag), raw.VR, _UNDEFINED_LENGTH, raw.file_tell, None)
         problem = (
-            _bad_vr(element, elements, implicit) or _out_of_order(element, elements) or _overrun(element, size)
+            _bad_vr(element, elements, implicit)
+            or _out_of_order(element, elements)
+            or _overrun(element, size)
         )
         if problem is not None:
             return elements, None, problem

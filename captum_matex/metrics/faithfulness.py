@@ -187,13 +187,8 @@ def confidence_increase(
 
     **Higher is better**: the data-set mean is the percentage of samples whose
     score rises when only the highlighted region is kept. See
-    :func:`confidence_drop_increase` for how the map is applied.
-
-    Args:
-        forward_func: ``f(images, *additional_forward_args) -> (B,)`` scores.
-        images: ``(B, C, H, W)`` normalised model inputs.
-        maps: maps in [0, 1], ``(B, H, W)``, ``(B, 1, H, W)`` or ``(B, C, H, W)``.
-        additional_forward_args: per-sample extra arguments (e.g. token ids).
+    :func:`confidence_drop_increase` for how the map is applied; the
+    arguments are those of :func:`confidence_drop`.
 
     Returns:
         ``(B,)`` tensor of 0 and 100; NaN where the map has NaN/inf.
@@ -396,11 +391,8 @@ def insertion_auc(
     images: Tensor,
     maps: Tensor,
     additional_forward_args: Any = None,
-    patch_size: int | Sequence[int] = 16,
     baseline: Baseline = "blur",
-    normalize: bool = False,
-    max_batch_size: int = 64,
-    seed: int = 0,
+    **options: Any,
 ) -> Tensor:
     r"""Insertion AUC (RISE, Petsiuk et al., 2018): area under the score curve as the
     most-attributed pixels are revealed first on a baseline image.
@@ -414,16 +406,17 @@ def insertion_auc(
     pixels (see :func:`perturbation_curve`). **Higher is better**. Raw scores
     by default (``normalize=True`` divides by ``s(x)``).
 
-    Args are those of :func:`deletion_auc`, except ``baseline``: the image
-    the pixels are inserted into (default ``"blur"``; see
+    Args are those of :func:`deletion_auc` (``patch_size``, ``normalize``,
+    ``max_batch_size`` and ``seed`` by keyword), except ``baseline``: the
+    image the pixels are inserted into (default ``"blur"``; see
     :func:`perturbation_curve`).
 
     Returns:
         ``(B,)`` tensor; NaN where the map has NaN/inf.
     """
     fractions, curves = perturbation_curve(
-        forward_func, images, maps, additional_forward_args, "insertion", patch_size,
-        baseline, normalize, max_batch_size, seed,
+        forward_func, images, maps, additional_forward_args, "insertion", baseline=baseline,
+        **options,
     )
     return torch.trapezoid(curves, fractions, dim=1)
 
