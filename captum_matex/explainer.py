@@ -309,8 +309,9 @@ class Explainer(VisionLanguageAttribution):
     ) -> Tensor:
         r"""Explain ``K`` phrases for every image.
 
-        The base explains the images repeated once per phrase (a view, no
-        copy); a method that can share work between phrases overrides it.
+        The base explains each image repeated once per phrase in one batch
+        of ``B * K``; a method that can share work between phrases overrides
+        it (MATEX runs the image tower once per image).
 
         Returns:
             ``(B, K, ...)``: the map of phrase ``k`` for image ``b`` at ``[b, k]``.
