@@ -16,7 +16,8 @@ EPS = 1e-12
 #: image in batches of 1, 5 and 16 with 1, 2 and 4 threads moves the CLIP
 #: cosine by at most 7.7 float32 epsilons of the score (0 in float16 and
 #: bfloat16, whose last rounding hides the accumulation order), so 32 leaves a
-#: 4x margin while a float32 map keeps any structure above ~4e-6 of its scale.
+#: 4x margin while a float32 map keeps any structure above ~4e-6 of its scale
+#: (``python benchmarks/rounding_noise.py`` prints these figures).
 FLAT_ULPS = 32
 
 Normalization = Literal["minmax", "max"] | None
