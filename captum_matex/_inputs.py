@@ -59,12 +59,9 @@ def check_images(images: Any, adapter: VisionLanguageAdapter) -> Tensor:
             f"{channels}; for grey radiographs repeat the channel "
             f"(images.expand(-1, {channels}, -1, -1)) or use the model's processor"
         )
-    expected = tuple(adapter.image_size)
-    if tuple(images.shape[-2:]) != expected:
-        raise ValueError(
-            f"images are {tuple(images.shape[-2:])} pixels but the model expects "
-            f"{expected}; resize with the model's processor"
-        )
+    problem = adapter.check_image_size(tuple(images.shape[-2:]))
+    if problem is not None:
+        raise ValueError(problem)
     finite = torch.isfinite(images).flatten(1).all(1)
     if not bool(finite.all()):
         bad = (~finite).nonzero().flatten().tolist()

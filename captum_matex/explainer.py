@@ -15,8 +15,9 @@ needs a pass of its own, :meth:`Explainer.attribute_maps`::
         uses_gradients = False
 
         def patch_map(self, trace):
-            # the CLS token's attention to the patches in the last block
-            return trace.attentions[-1].mean(1)[:, 0, trace.num_prefix_tokens:]
+            # what the image embedding reads of the last block's attention:
+            # the class token's row, or the rows an attention-pooling probe reads
+            return trace.read(trace.attentions[-1].mean(1))
 """
 
 from __future__ import annotations
@@ -160,11 +161,17 @@ class VisionLanguageAttribution(GradientAttribution):
 
     #: the method's name in tables and figures (default: the class name)
     display_name: str | None = None
+    #: what the method needs of a model family (e.g. ``{"class token"}``); a
+    #: family without it is refused by name (:meth:`VisionLanguageAdapter.refusal`)
+    requires: frozenset[str] = frozenset()
 
     def __init__(
         self, model: nn.Module | VisionLanguageAdapter, tokenizer=None, eval_mode: bool = True
     ) -> None:
         self.adapter = get_adapter(model, tokenizer)
+        refusal = self.adapter.refusal(self.get_name(), self.requires)
+        if refusal is not None:
+            raise ValueError(refusal)
         self.eval_mode = eval_mode
         super().__init__(SimilarityForward(self.adapter, eval_mode=eval_mode))
 
@@ -210,16 +217,17 @@ class VisionLanguageAttribution(GradientAttribution):
 
     def _attention_relevance(
         self, images: Tensor, text_embeddings: Tensor, reduce: BlockReduction
-    ) -> tuple[VisionTrace, Tensor]:
+    ) -> tuple[VisionTrace, Tensor, Tensor | None]:
         r"""One forward and one backward pass giving ``reduce(A^l, dS/dA^l)`` for
-        every block ``l``, stacked to ``(B, L, T, T)``. The returned trace has
-        no attentions left."""
+        every block ``l``, stacked to ``(B, L, T, T)``, and the readout probe's
+        ``(B, T)`` relevance (``None`` with a class token). The returned trace
+        has no attentions left."""
         with torch.enable_grad():
             trace = self.adapter.trace(
                 images.detach().requires_grad_(True), text_embeddings, attentions=True
             )
-            (relevance,) = block_relevance(trace, [trace.score], reduce)
-        return trace, relevance
+            ((relevance, readout),) = attention_relevance(trace, [trace.score], reduce)
+        return trace, relevance, readout
 
 
 class Explainer(VisionLanguageAttribution):
@@ -402,8 +410,21 @@ def block_relevance(
     during the last backward pass the attention probabilities are released as
     it goes. ``trace.attentions`` is emptied.
     """
-    pending: list[Tensor | None] = list(trace.attentions)
+    return [blocks for blocks, _ in attention_relevance(trace, scores, reduce)]
+
+
+def attention_relevance(
+    trace: VisionTrace, scores: list[Tensor], reduce: BlockReduction
+) -> list[tuple[Tensor, Tensor | None]]:
+    r""":func:`block_relevance` and, for an attention-pooling readout, the
+    probe's relevance ``reduce(A_probe, dS/dA_probe)`` over the last block's
+    tokens, ``(B, T)`` (``None`` with a class token), from the same backward
+    passes: ``(blocks, readout)`` per score. ``trace.attentions`` and
+    ``trace.readout_attention`` are emptied."""
+    probe = trace.readout_attention
+    pending: list[Tensor | None] = list(trace.attentions) + ([probe] if probe is not None else [])
     trace.attentions = []
+    trace.readout_attention = None
     first = pending[0]
     results = []
     for position, score in enumerate(scores):
@@ -424,5 +445,9 @@ def block_relevance(
         finally:
             for handle in handles:
                 handle.remove()
-        results.append(torch.stack(reduced, 1))
+        if probe is None:
+            results.append((torch.stack(reduced, 1), None))
+        else:
+            readout = reduced.pop()
+            results.append((torch.stack(reduced, 1), readout.mean(1) if readout.ndim == 3 else readout))
     return results

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from captum_matex._inputs import check_images, check_text_embeddings, resolve_text
 from captum_matex.adapters import VisionLanguageAdapter
-from captum_matex.explainer import DEFAULT, Explainer, OutputKind, block_relevance, format_maps
+from captum_matex.explainer import DEFAULT, Explainer, OutputKind, attention_relevance, format_maps
 from captum_matex.stages.anatomy import AnatomicalPrior
 from captum_matex.stages.attention import GradWeightedAttention
 from captum_matex.stages.consistency import LayerConsistency
@@ -212,11 +212,11 @@ class MATEX(Explainer):
         inputs, is_tuple = self._untuple(inputs)
         with self.adapter.explaining(self.eval_mode):
             images, text = self._resolve(inputs, additional_forward_args)
-            trace, relevance = self._attention_relevance(
+            trace, relevance, readout = self._attention_relevance(
                 images, text.embeddings, self.attention.block
             )
         with torch.no_grad():
-            diagnostics = self._fuse(trace, relevance, text.phrases, anatomy_masks, images)
+            diagnostics = self._fuse(trace, relevance, readout, text.phrases, anatomy_masks, images)
         if diagnostics.evidence.flatten(1).amax(1).eq(0).any():
             warnings.warn(
                 "MATEX found no positive gradient-weighted attention for some "
@@ -276,29 +276,36 @@ class MATEX(Explainer):
             with torch.enable_grad():
                 trace = self.adapter.trace(
                     images.detach().requires_grad_(True), embeddings[:, 0],
-                    attentions=True, hidden_states=True,
+                    attentions=True,
                 )
-                image = self.adapter.image_embedding(trace.hidden_states[-1])
-                trace.hidden_states = []
-                scores = self.adapter.target(image[:, None], embeddings)
-                relevances = block_relevance(trace, list(scores.unbind(1)), self.attention.block)
+                scores = self.adapter.target(trace.image_embeddings[:, None], embeddings)
+                trace.image_embeddings = None
+                relevances = attention_relevance(
+                    trace, list(scores.unbind(1)), self.attention.block
+                )
         maps, diagnostics = [], []
         with torch.no_grad():
-            for k, relevance in enumerate(relevances):
+            for k, (relevance, readout) in enumerate(relevances):
                 trace_k = replace(trace, score=scores[:, k].detach(),
                                   text_embeddings=embeddings[:, k].detach())
                 phrases_k = [row[k] for row in per_image]
-                diagnostics.append(self._fuse(trace_k, relevance, phrases_k, anatomy_masks, images))
+                diagnostics.append(
+                    self._fuse(trace_k, relevance, readout, phrases_k, anatomy_masks, images)
+                )
                 maps.append(format_maps(diagnostics[-1].fused, images, output))
         maps = torch.stack(maps, 1)
         return (maps, MATEXDiagnostics.interleave(diagnostics)) if return_diagnostics else maps
 
-    def _fuse(self, trace, relevance, phrases, anatomy_masks, images) -> MATEXDiagnostics:
+    def _fuse(self, trace, relevance, readout, phrases, anatomy_masks, images) -> MATEXDiagnostics:
         grid = trace.grid
         batch = images.shape[0]
         prefix = trace.num_prefix_tokens
-        rollouts = self.rollout(relevance, prefix) if self.rollout is not None else None
-        consistency = self.consistency(relevance, prefix) if self.consistency is not None else None
+        # an attention-pooling probe's relevance replaces the class token's row
+        extra = {} if readout is None else {"readout": readout}
+        rollouts = self.rollout(relevance, prefix, **extra) if self.rollout is not None else None
+        consistency = (
+            self.consistency(relevance, prefix, **extra) if self.consistency is not None else None
+        )
         priors: dict[str, Tensor] = {}
         if self.text_prior is not None:
             priors["text"] = self.text_prior(trace.patch_embeddings, trace.text_embeddings, grid)

@@ -16,6 +16,7 @@ attention-pooling readout for a ``map`` head.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Callable
 
 import torch.nn.functional as F
 from torch import Tensor
@@ -51,6 +52,35 @@ class CosineSimilarity(Target):
 
     def __call__(self, image_embeddings: Tensor, text_embeddings: Tensor) -> Tensor:
         return F.cosine_similarity(image_embeddings, text_embeddings.to(image_embeddings), dim=-1)
+
+
+class SigmoidLogit(Target):
+    r"""SigLIP's image-text score, the pair's logit
+    :math:`e^{t}\cos(f_I(x), f_T(t)) + b` with the model's own learnt
+    temperature :math:`t` (``logit_scale``) and bias :math:`b` (``logit_bias``).
+
+    The sigmoid of it is the model's probability that the pair matches;
+    unlike CLIP's softmax, it is not normalised over other phrases, so the
+    logit itself is the model's score of the pair.
+
+    Args:
+        logit_scale: the model's ``logit_scale`` parameter (read at call time,
+            so later changes to the model are seen).
+        logit_bias: the model's ``logit_bias`` parameter.
+    """
+
+    name = "sigmoid logit"
+
+    def __init__(self, logit_scale: Tensor, logit_bias: Tensor) -> None:
+        self.logit_scale = logit_scale
+        self.logit_bias = logit_bias
+
+    def __call__(self, image_embeddings: Tensor, text_embeddings: Tensor) -> Tensor:
+        cosine = F.cosine_similarity(
+            image_embeddings, text_embeddings.to(image_embeddings), dim=-1
+        )
+        scale = self.logit_scale.to(cosine).exp().squeeze()
+        return cosine * scale + self.logit_bias.to(cosine).squeeze()
 
 
 class Readout(ABC):
@@ -91,3 +121,26 @@ class MeanTokens(Readout):
 
     def __call__(self, tokens: Tensor, num_prefix_tokens: int) -> Tensor:
         return tokens.mean(1)
+
+
+class AttentionProbe(Readout):
+    r"""A learned probe attends over all tokens and an MLP follows (SigLIP's
+    ``map`` head, multi-head attention pooling).
+
+    There is no class token: the image embedding reads every patch token,
+    weighted by the probe's attention. Explainers read the probe's attention
+    (:attr:`~captum_matex.adapters.VisionTrace.readout_attention`) as the
+    last step of attention rollout.
+
+    Args:
+        pool: ``tokens (B, T, D) -> (embedding (B, E), probabilities (B, H, 1, T))``,
+            the adapter's explicit computation of the head.
+    """
+
+    name = "attention-pooling probe"
+
+    def __init__(self, pool: Callable[[Tensor], tuple[Tensor, Tensor]]) -> None:
+        self.pool = pool
+
+    def __call__(self, tokens: Tensor, num_prefix_tokens: int) -> Tensor:
+        return self.pool(tokens)[0]

@@ -7,7 +7,15 @@ import os
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import CLIPConfig, CLIPModel, PreTrainedTokenizerFast
+from transformers import (
+    CLIPConfig,
+    CLIPModel,
+    PreTrainedTokenizerFast,
+    Siglip2Config,
+    Siglip2Model,
+    SiglipConfig,
+    SiglipModel,
+)
 
 WORDS = (
     "left right bilateral upper mid lower lobe base apex opacity effusion pleural small "
@@ -65,6 +73,35 @@ def make_clip(
         projection_dim=16,
     )
     return CLIPModel(config).eval()
+
+
+def make_siglip(
+    version: int = 1, layers: int = 3, image_size: int = 32, patch: int = 8, width: int = 32,
+    seed: int = 0,
+) -> SiglipModel | Siglip2Model:
+    """A random SigLIP (``version=1``) or SigLIP 2 (NaFlex, ``version=2``) dual encoder
+    with a ``map`` head, SDPA attention as loaded by default, and a logit scale
+    and bias away from the config's 1 and 0 (else the sigmoid logit equals the
+    cosine and a test could not tell them apart)."""
+    torch.manual_seed(seed)
+    text = dict(
+        vocab_size=len(WORDS) + 4, hidden_size=width, intermediate_size=2 * width,
+        num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=16,
+        pad_token_id=0, bos_token_id=1, eos_token_id=3,
+    )
+    vision = dict(
+        hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers,
+        num_attention_heads=2, patch_size=patch,
+    )
+    if version == 1:
+        model = SiglipModel(SiglipConfig(text_config=text, vision_config=dict(vision, image_size=image_size)))
+    else:
+        grid = image_size // patch
+        model = Siglip2Model(Siglip2Config(text_config=text, vision_config=dict(vision, num_patches=grid * grid)))
+    with torch.no_grad():
+        model.logit_scale.fill_(2.3)
+        model.logit_bias.fill_(-4.0)
+    return model.eval()
 
 
 #: Threads for tests of tiny models: 1 by default (far faster on a shared CPU,

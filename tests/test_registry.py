@@ -101,7 +101,10 @@ def test_built_ins_come_from_captum_matex_and_the_old_names_reach_them():
     assert baselines.get("Grad-ECLIP") is registry.methods.get("grad_eclip")
     assert registry.metrics.get("cnr") is METRICS["cnr"]
     families = [cls.family for cls in registry.adapters.objects()]
-    assert families[:2] == ["transformers-clip", "open_clip-vit"]
+    assert families[:5] == [
+        "transformers-clip", "transformers-siglip", "transformers-siglip2",
+        "open_clip-vit", "open_clip-timm-vit",
+    ]
 
 
 def test_metrics_added_to_the_table_are_registered(monkeypatch):

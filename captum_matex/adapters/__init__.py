@@ -7,12 +7,15 @@ from torch import nn
 from captum_matex import registry
 
 from captum_matex.adapters.base import BlockwiseAdapter, VisionLanguageAdapter, VisionTrace
-from captum_matex.adapters.hf_clip import HFCLIPAdapter
+from captum_matex.adapters.hf_clip import HFCLIPAdapter, HFEncoderAdapter
+from captum_matex.adapters.hf_siglip import HFSiglip2Adapter, HFSiglipAdapter, SiglipTowers
 from captum_matex.adapters.open_clip import OpenCLIPAdapter, TimmOpenCLIPAdapter
 
 #: Adapter classes tried in order by :func:`get_adapter`.
 ADAPTERS: list[type[VisionLanguageAdapter]] = [
     HFCLIPAdapter,
+    HFSiglipAdapter,
+    HFSiglip2Adapter,
     OpenCLIPAdapter,
     TimmOpenCLIPAdapter,
 ]
@@ -50,7 +53,11 @@ __all__ = [
     "ADAPTERS",
     "BlockwiseAdapter",
     "HFCLIPAdapter",
+    "HFEncoderAdapter",
+    "HFSiglip2Adapter",
+    "HFSiglipAdapter",
     "OpenCLIPAdapter",
+    "SiglipTowers",
     "TimmOpenCLIPAdapter",
     "VisionLanguageAdapter",
     "VisionTrace",

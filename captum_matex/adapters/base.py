@@ -13,7 +13,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-from captum_matex.targets import ClassToken, CosineSimilarity, Readout, Target
+from captum_matex.targets import ClassToken, CosineSimilarity, MeanTokens, Readout, Target
 
 #: model -> (thread id, nesting depth) of the ``explaining`` context using it
 _IN_USE: weakref.WeakKeyDictionary[nn.Module, tuple[int, int]] = weakref.WeakKeyDictionary()
@@ -188,6 +188,14 @@ class VisionTrace:
         text_embeddings: ``(B, E)`` text embeddings, detached.
         grid: ``(h, w)`` patch grid, ``N = h * w``.
         num_prefix_tokens: tokens before the patches (CLS, registers).
+        image_embeddings: ``(B, E)`` image embeddings the score was computed
+            from, attached to the graph (score further phrases with
+            ``adapter.target(trace.image_embeddings, ...)``).
+        readout_attention: ``(B, H, Q, T)`` attention probabilities of the
+            ``Q`` queries of an attention-pooling probe (SigLIP's ``map``
+            head: ``Q = 1``) over the last block's tokens, attached to the
+            graph; ``None`` when the image embedding is read from the class
+            token.
 
     Raises:
         ValueError: the score is NaN or Inf (the inputs overflow the model);
@@ -201,6 +209,33 @@ class VisionTrace:
     text_embeddings: Tensor
     grid: tuple[int, int]
     num_prefix_tokens: int
+    image_embeddings: Tensor | None = None
+    readout_attention: Tensor | None = None
+
+    def read(self, matrix: Tensor, weights: Tensor | None = None) -> Tensor:
+        r"""The patch columns of the row(s) of ``matrix`` that the image
+        embedding reads.
+
+        With a class token that is row 0 (``matrix[..., 0, prefix:]``); with
+        an attention-pooling probe it is every row, weighted by ``weights``.
+
+        Args:
+            matrix: ``(B, T, T)`` or ``(B, L, T, T)`` token-to-token
+                relevance or attention.
+            weights: ``(B, T)`` weights of the probe's rows; default: its
+                attention averaged over heads. Ignored with a class token.
+
+        Returns:
+            ``(B, N)`` or ``(B, L, N)``.
+        """
+        if self.readout_attention is None:
+            rows = matrix[..., 0, :]
+        else:
+            if weights is None:
+                weights = self.readout_attention.detach().mean((1, 2))
+            weights = weights.view(weights.shape[0], *[1] * (matrix.ndim - 3), 1, -1)
+            rows = (weights.to(matrix) @ matrix).squeeze(-2)
+        return rows[..., self.num_prefix_tokens:]
 
     def __post_init__(self) -> None:
         finite = torch.isfinite(self.score.detach())
@@ -243,6 +278,12 @@ class VisionLanguageAdapter(ABC):
     target: Target = CosineSimilarity()
     #: the tokens that scalar reads
     readout: Readout = ClassToken()
+    #: the readout of intermediate blocks' tokens (LeGrad); ``None``: :attr:`readout`
+    block_readout: Readout | None = MeanTokens()
+    #: what the family offers to methods that need it (see :attr:`Explainer.requires`)
+    capabilities: frozenset[str] = frozenset({"class token"})
+    #: why a capability is missing, per capability, for error messages
+    missing: dict[str, str] = {}
 
     def __init__(self, model: nn.Module, tokenizer=None) -> None:
         self.model = model
@@ -288,6 +329,20 @@ class VisionLanguageAdapter(ABC):
         """Patch grid ``(h, w)`` for ``images``."""
         ph, pw = self.patch_size
         return images.shape[-2] // ph, images.shape[-1] // pw
+
+    def check_image_size(self, size: tuple[int, int]) -> str | None:
+        r"""Why the image tower cannot take ``(H, W)`` images, or ``None`` if it can.
+
+        The default accepts :attr:`image_size` only; towers with a variable
+        patch grid override it.
+        """
+        expected = tuple(self.image_size)
+        if tuple(size) == expected:
+            return None
+        return (
+            f"images are {tuple(size)} pixels but the model expects {expected}; "
+            "resize with the model's processor"
+        )
 
     @property
     @abstractmethod
@@ -371,6 +426,26 @@ class VisionLanguageAdapter(ABC):
         :attr:`readout`) makes of a block's output tokens ``(B, T, D)``."""
         pooled = (readout or self.readout)(tokens, self.num_prefix_tokens)
         return self.project_tokens(pooled[:, None])[:, 0]
+
+    def pooled_embedding(
+        self, tokens: Tensor, want_attention: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        r"""The image embedding ``(B, E)`` of the last block's tokens and, for an
+        attention-pooling readout when ``want_attention``, the probe's
+        ``(B, H, Q, T)`` attention probabilities it was computed with (``None``
+        for a class token)."""
+        return self.image_embedding(tokens), None
+
+    def refusal(self, method: str, requires: frozenset[str]) -> str | None:
+        r"""Why ``method``, which needs ``requires``, cannot run on this
+        family, or ``None`` if it can."""
+        missing = sorted(set(requires) - set(self.capabilities))
+        if not missing:
+            return None
+        reasons = "; ".join(
+            f"{self.family} models {self.missing.get(m, f'have no {m}')}" for m in missing
+        )
+        return f"{method} needs {' and '.join(f'a {m}' for m in missing)}; {reasons}"
 
     # --- optional capabilities (used by some baselines) -----------------------
     def project_tokens(self, tokens: Tensor) -> Tensor:
@@ -523,7 +598,8 @@ class BlockwiseAdapter(VisionLanguageAdapter):
             if hidden_states:
                 hidden_list.append(tokens)
         prefix = self.num_prefix_tokens
-        score = self.target(self.image_embedding(tokens), text_embeddings)
+        embedding, probe = self.pooled_embedding(tokens, attentions)
+        score = self.target(embedding, text_embeddings)
         with torch.no_grad():
             patches = self.project_tokens(tokens[:, prefix:].detach())
         return VisionTrace(
@@ -534,6 +610,8 @@ class BlockwiseAdapter(VisionLanguageAdapter):
             text_embeddings=text_embeddings.detach(),
             grid=self._grid_from_tokens(tokens.shape[1] - prefix),
             num_prefix_tokens=prefix,
+            image_embeddings=embedding,
+            readout_attention=probe,
         )
 
     def _grid_from_tokens(self, n_patches: int) -> tuple[int, int]:

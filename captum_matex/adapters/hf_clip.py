@@ -21,46 +21,35 @@ def _as_tensor(output) -> Tensor:
     return output[0]
 
 
-class HFCLIPAdapter(BlockwiseAdapter):
-    r"""Adapter for a transformers :class:`~transformers.CLIPModel`.
+class HFEncoderAdapter(BlockwiseAdapter):
+    r"""What transformers' CLIP-like dual encoders share (CLIP, SigLIP, SigLIP 2).
 
-    The image tower is run block by block, so that attention probabilities of
-    every block (with gradients), the block outputs and partial runs (from a
-    given block on) are available in one pass. Attention probabilities need
-    the eager attention path; the adapter switches the vision tower to it for
-    the call and restores the model's own setting afterwards (transformers 5.x
-    defaults to SDPA, which materialises no probabilities).
+    The image tower (``model.vision_model``: ``embeddings``, ``encoder.layers``,
+    ``post_layernorm``) is run block by block, so that attention probabilities
+    of every block (with gradients), the block outputs and partial runs (from
+    a given block on) are available in one pass. Attention probabilities are
+    read where the softmax is formed, the eager attention path; the adapter
+    switches the vision tower to it for the call and restores the model's own
+    setting afterwards (transformers 5.x defaults to SDPA, which materialises
+    no probabilities).
 
     Args:
-        model: a ``CLIPModel``.
-        tokenizer: a CLIP tokenizer or processor, used for text given as
-            strings.
+        model: the dual encoder.
+        tokenizer: its tokenizer or processor, used for text given as strings.
     """
-
-    family = "transformers-clip"
 
     def __init__(self, model: nn.Module, tokenizer=None) -> None:
         super().__init__(model, tokenizer)
-        self.vision = model.vision_model
+        vision = model.vision_model
+        # transformers 4.x wraps the tower of a stand-alone vision model once more
+        self.vision = getattr(vision, "vision_model", vision)
         self._layer_params = set(
             inspect.signature(self.vision.encoder.layers[0].forward).parameters
         )
 
-    @staticmethod
-    def supports(model: nn.Module) -> bool:
-        """Whether ``model`` looks like a transformers CLIPModel."""
-        return all(
-            hasattr(model, name)
-            for name in ("vision_model", "visual_projection", "text_projection")
-        ) and hasattr(getattr(model, "vision_model"), "encoder")
-
     @property
     def _vision_config(self):
         return self.model.config.vision_config
-
-    @property
-    def num_prefix_tokens(self) -> int:
-        return 1
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -84,18 +73,11 @@ class HFCLIPAdapter(BlockwiseAdapter):
     def vocab_size(self) -> int:
         return self.model.config.text_config.vocab_size
 
-    @property
-    def embedding_dim(self) -> int:
-        return self.model.text_projection.out_features
-
     def vision_blocks(self) -> list[nn.Module]:
         return list(self.vision.encoder.layers)
 
     def encode_text(self, input_ids: Tensor) -> Tensor:
         return _as_tensor(self.model.get_text_features(input_ids=input_ids))
-
-    def input_tokens(self, images: Tensor) -> Tensor:
-        return self.vision.pre_layrnorm(self.vision.embeddings(images))
 
     def run_block(
         self, block: nn.Module, tokens: Tensor, want_attention: bool
@@ -116,10 +98,6 @@ class HFCLIPAdapter(BlockwiseAdapter):
                 "attn_implementation='eager'"
             )
         return out, attn
-
-    def project_tokens(self, tokens: Tensor) -> Tensor:
-        """Map last-block tokens ``(B, n, D)`` into the joint space, as the CLS token is."""
-        return self.model.visual_projection(self.vision.post_layernorm(tokens))
 
     @contextlib.contextmanager
     def capture_attention_projections(
@@ -150,3 +128,40 @@ class HFCLIPAdapter(BlockwiseAdapter):
         finally:
             if previous not in (None, "eager"):
                 config._attn_implementation = previous
+
+
+class HFCLIPAdapter(HFEncoderAdapter):
+    r"""Adapter for a transformers :class:`~transformers.CLIPModel`: the image
+    embedding is the class token, projected (:class:`HFEncoderAdapter` runs the
+    tower).
+
+    Args:
+        model: a ``CLIPModel``.
+        tokenizer: a CLIP tokenizer or processor, used for text given as
+            strings.
+    """
+
+    family = "transformers-clip"
+
+    @staticmethod
+    def supports(model: nn.Module) -> bool:
+        """Whether ``model`` looks like a transformers CLIPModel."""
+        return all(
+            hasattr(model, name)
+            for name in ("vision_model", "visual_projection", "text_projection")
+        ) and hasattr(getattr(model, "vision_model"), "encoder")
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return 1
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.model.text_projection.out_features
+
+    def input_tokens(self, images: Tensor) -> Tensor:
+        return self.vision.pre_layrnorm(self.vision.embeddings(images))
+
+    def project_tokens(self, tokens: Tensor) -> Tensor:
+        """Map last-block tokens ``(B, n, D)`` into the joint space, as the CLS token is."""
+        return self.model.visual_projection(self.vision.post_layernorm(tokens))

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
+from captum_matex.adapters.attention import explicit_mha
 from captum_matex.adapters.base import BlockwiseAdapter, hooked, warn_truncated
 
 
@@ -99,54 +100,6 @@ class _OpenCLIPBase(BlockwiseAdapter):
 # ----------------------------------------------------------------------------
 # open_clip VisionTransformer: nn.MultiheadAttention, called with need_weights=False
 # ----------------------------------------------------------------------------
-def _explicit_mha(
-    mha: nn.MultiheadAttention,
-    record: Callable[[nn.Module, dict[str, Tensor]], None],
-    query: Tensor,
-    key: Tensor,
-    value: Tensor,
-    key_padding_mask: Tensor | None = None,
-    need_weights: bool = True,
-    attn_mask: Tensor | None = None,
-    average_attn_weights: bool = True,
-    is_causal: bool = False,
-) -> tuple[Tensor, Tensor | None]:
-    r"""``nn.MultiheadAttention.forward`` with the probabilities materialised.
-
-    Computes :math:`\mathrm{softmax}(QK^\top/\sqrt{d} + M)\,V` from the
-    module's own ``in_proj`` and ``out_proj`` weights (the same math as the
-    fused path) and hands ``query``, ``key``, ``value`` (``(B, T, D)``, heads
-    concatenated, before scaling), ``context`` (before the out-projection) and
-    ``attention`` (``(B, H, T, T)``, the tensor multiplied with the values) to
-    ``record``.
-    """
-    if key_padding_mask is not None or is_causal:
-        raise NotImplementedError("explicit attention supports attn_mask only")
-    if not mha.batch_first:
-        query, key, value = (t.transpose(0, 1) for t in (query, key, value))
-    heads = mha.num_heads
-    biases = mha.in_proj_bias.chunk(3) if mha.in_proj_bias is not None else (None,) * 3
-    weights = mha.in_proj_weight.chunk(3)
-    q, k, v = (F.linear(x, w, b) for x, w, b in zip((query, key, value), weights, biases))
-
-    def split(t: Tensor) -> Tensor:
-        return t.unflatten(-1, (heads, -1)).transpose(1, 2)
-
-    logits = split(q) @ split(k).transpose(-2, -1) * mha.head_dim**-0.5
-    if attn_mask is not None and attn_mask.dtype == torch.bool:
-        logits = logits.masked_fill(attn_mask, float("-inf"))
-    elif attn_mask is not None:
-        logits = logits + attn_mask
-    probs = F.dropout(logits.softmax(-1), mha.dropout, mha.training)
-    context = (probs @ split(v)).transpose(1, 2).flatten(2)
-    out = mha.out_proj(context)
-    record(mha, dict(query=q, key=k, value=v, context=context, attention=probs))
-    if not mha.batch_first:
-        out = out.transpose(0, 1)
-    weights = (probs.mean(1) if average_attn_weights else probs) if need_weights else None
-    return out, weights
-
-
 class OpenCLIPAdapter(_OpenCLIPBase):
     r"""Adapter for open_clip models whose image tower is open_clip's ``VisionTransformer``.
 
@@ -154,7 +107,7 @@ class OpenCLIPAdapter(_OpenCLIPBase):
     ``need_weights=False`` (a fused kernel, no probabilities). Inside
     :meth:`explaining` each block's attention module runs an explicit
     computation with the module's own weights instead
-    (:func:`_explicit_mha`, same math), which exposes the probabilities with
+    (:func:`explicit_mha`, same math), which exposes the probabilities with
     gradients; the modules' own ``forward`` is restored on exit. Only
     class-token pooling (``pool_type='tok'``, open_clip's default) is
     supported.
@@ -245,11 +198,11 @@ class OpenCLIPAdapter(_OpenCLIPBase):
 
     @contextlib.contextmanager
     def _explicit_attention(self) -> Iterator[None]:
-        """Route every block's attention through :func:`_explicit_mha`; nestable."""
+        """Route every block's attention through :func:`explicit_mha`; nestable."""
         mhas = [b.attn for b in self.vision_blocks() if "forward" not in vars(b.attn)]
         try:
             for mha in mhas:
-                mha.forward = functools.partial(_explicit_mha, mha, self._record)
+                mha.forward = functools.partial(explicit_mha, mha, self._record)
             yield
         finally:
             for mha in mhas:

@@ -28,7 +28,8 @@ class CheferGradRollout(Explainer):
     .. math::
         R \leftarrow R + \bar A^l R .
 
-    The map is :math:`R[\mathrm{CLS}, \mathrm{patches}]`, bilinearly upsampled
+    The map is :math:`R[\mathrm{CLS}, \mathrm{patches}]` (with an attention-pooling
+    probe instead of a class token, :math:`\bar A_{\mathrm{probe}} R`), bilinearly upsampled
     and min-max normalised. One forward pass and one backward pass that
     stops at block ``start_layer``.
 
@@ -56,12 +57,15 @@ class CheferGradRollout(Explainer):
     def patch_map(self, trace: VisionTrace) -> Tensor:
         start = resolve_block(self.start_layer, self.adapter.num_layers, "start_layer")
         attentions = trace.attentions[start:]  # only these: autograd stops at the earliest
-        grads = torch.autograd.grad(trace.score.sum(), attentions)
+        probe = [] if trace.readout_attention is None else [trace.readout_attention]
+        grads = torch.autograd.grad(trace.score.sum(), attentions + probe)
         with torch.no_grad():
-            relevance = self._relevance([a.detach() for a in attentions], grads)
+            relevance = self._relevance([a.detach() for a in attentions], grads[: len(attentions)])
             tokens = relevance.shape[-1]
             rel = torch.eye(tokens, device=relevance.device, dtype=relevance.dtype)
             rel = rel.expand(relevance.shape[0], tokens, tokens)
             for block in relevance.unbind(1):
                 rel = rel + block @ rel
-        return rel[:, 0, trace.num_prefix_tokens :]
+            # an attention-pooling probe is one more step: R_probe = A_probe R
+            readout = self._relevance.block(probe[0].detach(), grads[-1]).mean(1) if probe else None
+        return trace.read(rel, readout)

@@ -57,6 +57,7 @@ class GradECLIP(Explainer):
     """
 
     display_name = "Grad-ECLIP"
+    requires = frozenset({"class token"})
 
     def __init__(
         self, model, tokenizer=None, *, layers: Sequence[int] = (-1,), key_similarity: bool = True,

@@ -10,7 +10,6 @@ from torch import Tensor
 from captum_matex.adapters import VisionTrace
 from captum_matex.baselines._registry import register
 from captum_matex.explainer import Explainer, resolve_block
-from captum_matex.targets import MeanTokens
 
 
 @register("legrad")
@@ -60,7 +59,8 @@ class LeGrad(Explainer):
         blocks = range(start, len(trace.attentions))
         total = 0
         for block in blocks:
-            embedding = self.adapter.image_embedding(trace.hidden_states[block], MeanTokens())
+            tokens = trace.hidden_states[block]
+            embedding = self.adapter.image_embedding(tokens, self.adapter.block_readout)
             score = self.adapter.target(embedding, trace.text_embeddings)
             (grad,) = torch.autograd.grad(
                 score.sum(), trace.attentions[block], retain_graph=block != blocks[-1]

@@ -63,4 +63,6 @@ class AttentionRollout(Explainer):
         start = resolve_block(self.start_layer, len(trace.attentions), "start_layer")
         heads = torch.stack(trace.attentions[start:], 1)  # (B, L', H, T, T)
         fused = HEAD_REDUCTIONS[self.head_reduction](heads, 2)
-        return rollout(fused.float())[:, 0, trace.num_prefix_tokens :]
+        probe = trace.readout_attention
+        readout = None if probe is None else HEAD_REDUCTIONS[self.head_reduction](probe, 1).mean(1)
+        return trace.read(rollout(fused.float()), readout)

@@ -64,14 +64,23 @@ class LayerConsistency:
         self.temperature = temperature
         self.first_layer = first_layer
 
-    def __call__(self, block_relevance: Tensor, num_prefix_tokens: int) -> ConsistencyResult:
+    def __call__(
+        self, block_relevance: Tensor, num_prefix_tokens: int, readout: Tensor | None = None
+    ) -> ConsistencyResult:
         r"""
         Args:
             block_relevance: ``(B, L, T, T)`` from :class:`GradWeightedAttention`.
             num_prefix_tokens: tokens before the patches (CLS at index 0).
+            readout: ``(B, T)`` relevance of the tokens an attention-pooling
+                probe reads (SigLIP): block ``l``'s map is then
+                :math:`r\,\bar A^l`, the rows it reads, instead of the CLS row.
         """
         first = min(self.first_layer, block_relevance.shape[1] - 1)
-        per_layer = block_relevance[:, first:, 0, num_prefix_tokens:]
+        if readout is None:
+            per_layer = block_relevance[:, first:, 0, num_prefix_tokens:]
+        else:
+            weights = readout.to(block_relevance)[:, None, None]
+            per_layer = (weights @ block_relevance[:, first:])[:, :, 0, num_prefix_tokens:]
         per_layer = normalize_max(per_layer, start_dim=2)
         num_layers = per_layer.shape[1]
         corr = pearson_matrix(per_layer)

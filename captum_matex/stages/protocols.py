@@ -43,8 +43,13 @@ class AttentionStage(Protocol):
 class RolloutStage(Protocol):
     r"""Stage 2: block relevances -> maps rolled out over depth windows."""
 
-    def __call__(self, block_relevance: Tensor, num_prefix_tokens: int) -> Tensor:
-        r"""``(B, L, T, T)`` relevances -> ``(B, K, N)`` patch maps (the CLS row)."""
+    def __call__(self, block_relevance: Tensor, num_prefix_tokens: int, **readout: Tensor) -> Tensor:
+        r"""``(B, L, T, T)`` relevances -> ``(B, K, N)`` patch maps (the CLS row).
+
+        For a model read by an attention-pooling probe (SigLIP), MATEX also
+        passes ``readout=``, the ``(B, T)`` relevance of the probe over the
+        last block's tokens, which takes the place of the CLS row; a stage
+        without that keyword serves class-token models only."""
         ...
 
     def depths(self, num_layers: int) -> list[int]:
@@ -56,9 +61,11 @@ class RolloutStage(Protocol):
 class ConsistencyStage(Protocol):
     r"""Stage 3: block relevances -> a map weighted by how much blocks agree."""
 
-    def __call__(self, block_relevance: Tensor, num_prefix_tokens: int) -> ConsistencyResult:
+    def __call__(
+        self, block_relevance: Tensor, num_prefix_tokens: int, **readout: Tensor
+    ) -> ConsistencyResult:
         r"""``(B, L, T, T)`` relevances -> map ``(B, N)``, weights ``(B, L')``,
-        agreement and per-block maps."""
+        agreement and per-block maps (``readout=`` as for the rollout stage)."""
         ...
 
 

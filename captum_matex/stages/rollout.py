@@ -31,7 +31,8 @@ def rollout(block_relevance: Tensor) -> Tensor:
 
 
 class MultiScaleRollout:
-    r"""Rollouts over several depth windows, each read at the CLS row.
+    r"""Rollouts over several depth windows, each read at the CLS row (or the
+    readout probe's relevance).
 
     A window is an ``int`` ``k`` (the last ``k`` blocks) or a ``float``
     ``f`` in (0, 1] (the last ``ceil(f * L)`` blocks). The default covers the
@@ -58,24 +59,33 @@ class MultiScaleRollout:
             for w in self.windows
         ]
 
-    def __call__(self, block_relevance: Tensor, num_prefix_tokens: int) -> Tensor:
+    def __call__(
+        self, block_relevance: Tensor, num_prefix_tokens: int, readout: Tensor | None = None
+    ) -> Tensor:
         r"""
         Args:
             block_relevance: ``(B, L, T, T)`` from :class:`GradWeightedAttention`.
             num_prefix_tokens: tokens before the patches (CLS at index 0).
+            readout: ``(B, T)`` relevance of the tokens the image embedding
+                reads, for an attention-pooling probe (SigLIP); ``None``: the
+                class token's row.
 
         Returns:
             ``(B, K, N)`` one patch map per window.
 
-        Every window ends at the last block, so only the CLS row is needed:
-        it is propagated from the last block backwards,
+        Every window ends at the last block, so only the readout row is
+        needed: it is propagated from the last block backwards,
         :math:`r \leftarrow r\,\mathrm{rownorm}(I + \bar A^l)`, and read off
         when a window's depth is reached (O(L T^2) instead of O(L T^3)).
+        A probe is the last step: its relevance is the starting row.
         """
         batch, num_layers, tokens, _ = block_relevance.shape
         depths = self.depths(num_layers)
         eye = torch.eye(tokens, device=block_relevance.device, dtype=block_relevance.dtype)
-        row = eye[0].expand(batch, 1, tokens)
+        if readout is None:
+            row = eye[0].expand(batch, 1, tokens)
+        else:
+            row = readout.to(eye)[:, None] / readout.sum(-1).clamp_min(EPS)[:, None, None]
         at_depth = {}
         for depth in range(1, max(depths) + 1):
             step = eye + block_relevance[:, num_layers - depth]

@@ -14,7 +14,7 @@ from captum_matex.explainer import Explainer, resolve_block
 
 
 class GradTimesAttention(Explainer):
-    """relu(dS/dA * A) of one block, mean over heads, CLS row."""
+    """relu(dS/dA * A) of one block, mean over heads, read where the embedding reads it."""
 
     captures_attention = True
 
@@ -26,4 +26,4 @@ class GradTimesAttention(Explainer):
         attention = trace.attentions[resolve_block(self.layer, len(trace.attentions))]
         (grad,) = torch.autograd.grad(trace.score.sum(), attention)
         relevance = (grad * attention.detach()).clamp_min(0).mean(1)
-        return relevance[:, 0, trace.num_prefix_tokens :]
+        return trace.read(relevance)

@@ -14,7 +14,8 @@ from captum_matex.registry import methods
 
 
 class LastBlockAttention(Explainer):
-    """CLS-to-patch attention of the last block, mean over heads (no gradients)."""
+    """What the image embedding reads of the last block's attention, mean over heads (no
+    gradients): the class token's row, or the rows a SigLIP probe reads."""
 
     display_name = "Last-block attention"
     default_normalize = "max"
@@ -22,7 +23,7 @@ class LastBlockAttention(Explainer):
     uses_gradients = False  # nothing to differentiate: run without autograd
 
     def patch_map(self, trace: VisionTrace) -> Tensor:
-        return trace.attentions[-1].mean(1)[:, 0, trace.num_prefix_tokens :]
+        return trace.read(trace.attentions[-1].mean(1))
 
 
 methods.register("last_block_attention", LastBlockAttention)
