@@ -26,7 +26,7 @@ def test_end_to_end_shapes_range_and_diagnostics(clip_model, tokenizer, images):
     assert diag.grid == (4, 4)
     assert diag.per_layer.shape == (4, 3, 4, 4)
     assertTensorAlmostEqual(None, diag.layer_weights.sum(1), torch.ones(4), delta=1e-5, mode="max")
-    assert diag.rollouts.shape == (4, 4, 4, 4) and diag.rollout_depths == [1, 1, 2, 3]
+    assert diag.rollouts.shape == (4, 3, 4, 4) and diag.rollout_depths == [1, 2, 3]
     assert set(diag.priors) == {"anatomy"}  # the text prior is opt-in
     assert diag.phrases == PHRASES
     # the map is the upsampled fused grid

@@ -11,6 +11,7 @@ from captum_matex.stages.attention import GradWeightedAttention
 from captum_matex.stages.consistency import LayerConsistency, pearson_matrix
 from captum_matex.stages.fusion import Fusion
 from captum_matex.stages.rollout import MultiScaleRollout, rollout
+from captum_matex.stages.rollout import rollout as rollout_product
 from captum_matex.stages.text_prior import PatchTextPrior
 
 
@@ -42,10 +43,30 @@ def test_rollout_of_known_attention():
     assertTensorAlmostEqual(None, maps[0, 1], (m1 @ m0)[0, 1:], delta=1e-6, mode="max")
 
 
+@pytest.mark.parametrize("num_layers,expected", [
+    (2, [1, 2]), (3, [1, 2, 3]), (4, [1, 2, 4]), (6, [1, 2, 3, 6]), (12, [1, 3, 6, 12]),
+])
+def test_default_windows_cover_every_block_and_no_window_twice(num_layers, expected):
+    rollout = MultiScaleRollout()
+    depths = rollout.depths(num_layers)
+    assert depths == expected
+    # every block is in the deepest window; no two windows cover the same blocks
+    assert max(depths) == num_layers and len(set(depths)) == len(depths)
+    # each window's map is the rollout of exactly its blocks, read at the CLS row
+    gen = torch.Generator().manual_seed(num_layers)
+    relevance = torch.rand(1, num_layers, 6, 6, generator=gen)
+    maps = rollout(relevance, 1)
+    assert maps.shape == (1, len(expected), 5)
+    for k, depth in enumerate(depths):
+        direct = rollout_product(relevance[:, num_layers - depth:])[:, 0, 1:]
+        assertTensorAlmostEqual(None, maps[:, k], direct, delta=1e-6, mode="max")
+
+
 def test_rollout_window_depths():
     assert MultiScaleRollout((1, 0.25, 0.5, 1.0)).depths(12) == [1, 3, 6, 12]
-    assert MultiScaleRollout((1, 0.25, 0.5, 1.0)).depths(4) == [1, 1, 2, 4]
+    assert MultiScaleRollout((1, 0.25, 0.5, 1.0)).depths(4) == [1, 2, 4]
     assert MultiScaleRollout((20,)).depths(4) == [4]
+    assert MultiScaleRollout((1.0, 1)).depths(5) == [1, 5]  # shallowest first
     for bad in [(), (0,), (1.5,), (True,)]:
         with pytest.raises(ValueError):
             MultiScaleRollout(bad)

@@ -36,7 +36,8 @@ class MultiScaleRollout:
 
     A window is an ``int`` ``k`` (the last ``k`` blocks) or a ``float``
     ``f`` in (0, 1] (the last ``ceil(f * L)`` blocks). The default covers the
-    last block, the last quarter, the last half and all blocks.
+    last block, the last quarter, the last half and all blocks; windows that
+    coincide on a shallow tower count once (:meth:`depths`).
 
     Args:
         windows: the depth windows.
@@ -53,11 +54,19 @@ class MultiScaleRollout:
         self.windows = tuple(windows)
 
     def depths(self, num_layers: int) -> list[int]:
-        """Number of last blocks each window covers for a ``num_layers`` tower."""
-        return [
+        r"""Number of last blocks each window covers for a ``num_layers`` tower,
+        shallowest first, each depth once.
+
+        Windows that cover the same blocks on this tower (on 4 blocks the last
+        block and the last quarter; on 2 blocks the last block, quarter and
+        half) are one window: the spec's windows are a *set* of scales, so a
+        depth reached twice would weigh its rollout double in the fusion's
+        mean.
+        """
+        return sorted({
             min(num_layers, w) if isinstance(w, int) else max(1, math.ceil(w * num_layers))
             for w in self.windows
-        ]
+        })
 
     def __call__(
         self, block_relevance: Tensor, num_prefix_tokens: int, readout: Tensor | None = None
