@@ -16,11 +16,16 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 #: Name prefixes open_clip resolves: the Hugging Face hub and a local folder.
 OPEN_CLIP_SCHEMAS = ("hf-hub:", "local-dir:")
 
+#: Names of the embedded models (shipped in the package) -> their loader in :mod:`captum_matex.zoo`
+EMBEDDED = {"phantom-clip": "phantom_clip", "phantom-siglip": "phantom_siglip"}
+EMBEDDED_DEFAULT = "phantom-clip"
+
 #: What ``--model`` accepts on the command line (:func:`load_model`).
 MODEL_HELP = (
-    "transformers CLIP directory (safetensors weights) or hub name, or an open_clip model "
-    "(hf-hub:NAME, local-dir:PATH or a folder with open_clip_config.json; needs the openclip "
-    "extra); default: the embedded phantom model"
+    "an embedded model (phantom-clip, phantom-siglip), a transformers CLIP/SigLIP/SigLIP 2 "
+    "directory (safetensors weights) or hub name, or an open_clip model (hf-hub:NAME, "
+    "local-dir:PATH or a folder with open_clip_config.json; needs the openclip extra); "
+    "default: the embedded phantom CLIP"
 )
 
 
@@ -50,17 +55,25 @@ def _check_local(source: str) -> None:
         )
 
 
-def load_clip(name_or_path: str | Path, device: str = "cpu") -> tuple[nn.Module, Any]:
-    r"""Load a transformers CLIP checkpoint and its processor, with eager attention.
+#: transformers ``model_type`` -> the dual-encoder class that loads it
+DUAL_ENCODERS = {"clip": "CLIPModel", "siglip": "SiglipModel", "siglip2": "Siglip2Model"}
 
-    Weights are read from safetensors only (``use_safetensors=True``): a
-    checkpoint that only has pickled weights (``pytorch_model.bin``, ``.pt``)
-    is refused, never unpickled.
+
+def load_transformers(name_or_path: str | Path, device: str = "cpu") -> tuple[nn.Module, Any]:
+    r"""Load a transformers dual encoder (CLIP, SigLIP such as MedSigLIP-448,
+    SigLIP 2) and its processor, with eager attention.
+
+    The class is chosen from the checkpoint's ``config.json``
+    (``model_type``: :data:`DUAL_ENCODERS`), never from its name. Weights are
+    read from safetensors only (``use_safetensors=True``): a checkpoint that
+    only has pickled weights (``pytorch_model.bin``, ``.pt``) is refused,
+    never unpickled.
 
     Args:
-        name_or_path: a local directory saved with ``save_pretrained`` (what
-            the tests and offline users use) or a hub name such as
-            ``"openai/clip-vit-base-patch16"`` (needs internet).
+        name_or_path: a local directory saved with ``save_pretrained`` or a
+            downloaded hub snapshot (what the tests and offline users use),
+            or a hub name such as ``"openai/clip-vit-base-patch16"`` or
+            ``"google/medsiglip-448"`` (needs internet).
         device: where to put the model.
 
     Returns:
@@ -68,26 +81,40 @@ def load_clip(name_or_path: str | Path, device: str = "cpu") -> tuple[nn.Module,
 
     Raises:
         ModelLoadError: the directory is missing, holds only pickled
-            weights, or holds no loadable CLIP or no image processor.
+            weights, holds a model type that is not a supported dual encoder,
+            or no image processor.
     """
-    from transformers import AutoProcessor, CLIPModel
+    import transformers
+    from transformers import AutoConfig, AutoProcessor
 
     source = str(name_or_path)
     _check_local(source)
     try:
-        model = CLIPModel.from_pretrained(source, attn_implementation="eager", use_safetensors=True)
+        model_type = AutoConfig.from_pretrained(source).model_type
+        if model_type not in DUAL_ENCODERS:
+            raise ModelLoadError(
+                f"{source!r} holds a {model_type!r} model; matex loads the dual encoders "
+                f"{sorted(DUAL_ENCODERS)} (load others yourself and pass an adapter)"
+            )
+        model_class = getattr(transformers, DUAL_ENCODERS[model_type])
+        model = model_class.from_pretrained(source, attn_implementation="eager",
+                                            use_safetensors=True)
         processor = AutoProcessor.from_pretrained(source)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ModelLoadError(
-            f"cannot load a CLIP model and processor from {source!r}: {exc}"
+            f"cannot load a dual encoder and its processor from {source!r}: {exc}"
         ) from exc
     if getattr(processor, "image_processor", None) is None:
         raise ModelLoadError(
             f"{source!r} holds no image processor ({type(processor).__name__} was "
-            "found): save the checkpoint's CLIPProcessor with save_pretrained into the "
+            "found): save the checkpoint's processor with save_pretrained into the "
             "same directory"
         )
     return model.to(device).eval(), processor
+
+
+#: the earlier name of :func:`load_transformers`, which loaded CLIP only
+load_clip = load_transformers
 
 
 @dataclass
@@ -110,10 +137,12 @@ def load_model(name_or_path: str | Path | None, device: str = "cpu") -> tuple[nn
     r"""Load a supported image-text model and its processor.
 
     ``None`` gives the embedded phantom model
-    (:func:`~captum_matex.zoo.phantom_clip`, offline). open_clip models
+    (:func:`~captum_matex.zoo.phantom_clip`, offline); the names in
+    :data:`EMBEDDED` (``"phantom-clip"``, ``"phantom-siglip"``) give the
+    embedded models by name. open_clip models
     (``hf-hub:`` and ``local-dir:`` names, or a folder with an
     ``open_clip_config.json``) go to :func:`load_open_clip`, everything else
-    to :func:`load_clip`.
+    to :func:`load_transformers`.
 
     Args:
         name_or_path: a model directory or hub name, e.g.
@@ -127,17 +156,17 @@ def load_model(name_or_path: str | Path | None, device: str = "cpu") -> tuple[nn
     Raises:
         ModelLoadError: nothing loadable was found; the message says why.
     """
-    if name_or_path is None:
-        from captum_matex.zoo import phantom_clip
+    source = EMBEDDED_DEFAULT if name_or_path is None else str(name_or_path)
+    if source in EMBEDDED:
+        from captum_matex import zoo
 
-        model, processor = phantom_clip()
+        model, processor = getattr(zoo, EMBEDDED[source])()
         return model.to(device), processor
-    source = str(name_or_path)
     if source.startswith(OPEN_CLIP_SCHEMAS) or (
         Path(source).expanduser() / "open_clip_config.json"
     ).is_file():
         return load_open_clip(source, device)
-    return load_clip(source, device)
+    return load_transformers(source, device)
 
 
 def load_open_clip(name: str, device: str = "cpu") -> tuple[nn.Module, OpenCLIPProcessor]:

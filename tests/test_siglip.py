@@ -215,3 +215,62 @@ def test_a_siglip_model_without_its_head_is_refused():
     model.vision_model.head = None
     with pytest.raises((ValueError, TypeError), match="head"):
         MATEX(model, TOKENIZER)
+
+
+@pytest.fixture(scope="module")
+def medsiglip_shaped_dir(tmp_path_factory):
+    r"""A random SiglipModel of MedSigLIP-448's input shape (448 px, 14 px patches, a
+    32 x 32 grid; tiny widths) saved with its processor, as a local snapshot is."""
+    from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipProcessor
+
+    torch.manual_seed(0)
+    config = SiglipConfig(
+        text_config=dict(vocab_size=len(WORDS) + 4, hidden_size=16, intermediate_size=32,
+                         num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=16),
+        vision_config=dict(image_size=448, patch_size=14, hidden_size=16, intermediate_size=32,
+                           num_hidden_layers=2, num_attention_heads=2),
+    )
+    folder = tmp_path_factory.mktemp("medsiglip")
+    SiglipModel(config).save_pretrained(folder)
+    processor = SiglipProcessor(
+        image_processor=SiglipImageProcessor(size={"height": 448, "width": 448}),
+        tokenizer=TOKENIZER,
+    )
+    processor.save_pretrained(folder)
+    return folder
+
+
+def test_a_medsiglip_shaped_snapshot_loads_and_explains_a_dicom_film(medsiglip_shaped_dir, tmp_path):
+    import json
+
+    import numpy as np
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    from captum_matex.cli import main
+    from captum_matex.loading import load_model
+
+    model, _ = load_model(str(medsiglip_shaped_dir))
+    assert type(model).__name__ == "SiglipModel"
+    assert model.config.vision_config._attn_implementation == "eager"
+    film = get_testdata_file("RG1_UNCI.dcm")
+    out = tmp_path / "out"
+    assert main(["explain", film, "left pleural effusion", "--model",
+                 str(medsiglip_shaped_dir), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model_input_size"] == [448, 448]
+    header = pydicom.dcmread(film, stop_before_pixels=True)
+    heat = np.load(out / "map_00_left-pleural-effusion.npy")
+    assert heat.shape == (int(header.Rows), int(header.Columns))
+    assert np.isfinite(heat).all() and heat.max() > 0 and heat.std() > 0
+
+
+def test_load_model_refuses_a_checkpoint_that_is_no_dual_encoder(tmp_path):
+    from transformers import BertConfig
+
+    from captum_matex.loading import ModelLoadError, load_model
+
+    BertConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+               intermediate_size=8).save_pretrained(tmp_path)
+    with pytest.raises(ModelLoadError, match="holds a 'bert' model"):
+        load_model(str(tmp_path))

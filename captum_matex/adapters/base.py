@@ -436,14 +436,15 @@ class VisionLanguageAdapter(ABC):
         for a class token)."""
         return self.image_embedding(tokens), None
 
-    def refusal(self, method: str, requires: frozenset[str]) -> str | None:
+    @classmethod
+    def refusal(cls, method: str, requires: frozenset[str]) -> str | None:
         r"""Why ``method``, which needs ``requires``, cannot run on this
-        family, or ``None`` if it can."""
-        missing = sorted(set(requires) - set(self.capabilities))
+        family, or ``None`` if it can (read from the class: no model needed)."""
+        missing = sorted(set(requires) - set(cls.capabilities))
         if not missing:
             return None
         reasons = "; ".join(
-            f"{self.family} models {self.missing.get(m, f'have no {m}')}" for m in missing
+            f"{cls.family} models {cls.missing.get(m, f'have no {m}')}" for m in missing
         )
         return f"{method} needs {' and '.join(f'a {m}' for m in missing)}; {reasons}"
 

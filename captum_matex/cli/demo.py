@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 from captum_matex._quiet import VERBOSE_HELP
-from captum_matex.cli._common import prepare_out, quietly, save
+from captum_matex.cli._common import load_model, prepare_out, quietly, save
+from captum_matex.loading import EMBEDDED, EMBEDDED_DEFAULT
 
 
 @quietly
@@ -26,12 +27,12 @@ def demo(args: argparse.Namespace) -> dict:
     from captum_matex.data import PhantomCXR
     from captum_matex.metrics import boxes_to_mask, pointing_game
     from captum_matex.viz import overlay_figure
-    from captum_matex.zoo import phantom_clip, phantom_prior
+    from captum_matex.zoo import phantom_prior
 
     out = Path(args.out)
     names = [f"case_{i:02d}.png" for i in range(args.cases)] + ["demo_summary.json"]
     prepare_out(out, names, args.force)
-    model, processor = phantom_clip()
+    model, processor, model_name = load_model(args.model, "cpu")
     dataset = PhantomCXR(split="test", seed=0)
     samples = [dataset[i] for i in range(args.cases)]
     grey = [(s.image[0].numpy() * 255).round().astype("uint8") for s in samples]
@@ -59,7 +60,7 @@ def demo(args: argparse.Namespace) -> dict:
         print(f"| {row['case']} | {row['phrase']} | {verdict} |")
     print(f"\nMATEX pointing game: {sum(scored)}/{len(scored)} phantom test cases with a "
           f"finding ({rate:.0%}); figures in {out}")
-    summary = {"cases": rows, "pointing_game": rate}
+    summary = {"model": model_name, "cases": rows, "pointing_game": rate}
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
@@ -67,6 +68,8 @@ def demo(args: argparse.Namespace) -> dict:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     r"""Add ``demo`` to ``sub``, the ``matex`` parser's sub-commands."""
     de = sub.add_parser("demo", help="explain phantom cases with the embedded model")
+    de.add_argument("--model", choices=sorted(EMBEDDED), default=EMBEDDED_DEFAULT,
+                    help="embedded model to explain (default: %(default)s)")
     de.add_argument("--cases", type=int, default=8, help="number of test cases")
     de.add_argument("--out", default="matex_demo", help="output directory")
     de.add_argument("--force", action="store_true", help="overwrite existing outputs")

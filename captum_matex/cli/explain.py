@@ -14,7 +14,7 @@ import torch
 
 from captum_matex._quiet import VERBOSE_HELP
 from captum_matex.cli._common import CLIError, load_model, load_plugins, prepare_out, quietly, save
-from captum_matex.loading import MODEL_HELP
+from captum_matex.loading import EMBEDDED, MODEL_HELP
 
 if TYPE_CHECKING:
     from captum_matex.data.geometry import Geometry
@@ -81,7 +81,7 @@ def _domain_warnings(radiograph: Radiograph, model: str | None) -> list[str]:
     """
     from captum_matex.data.domain import is_phantom_like
 
-    if model is not None:
+    if model is not None and model not in EMBEDDED:
         return []
     if radiograph.metadata.get("format") == "dicom":
         why = "is a DICOM file"

@@ -6,6 +6,7 @@ import inspect
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -350,20 +351,39 @@ def run_benchmark(
         return summary
 
 
+def applicable_methods(names: list[str], model) -> list[str]:
+    r"""The methods of ``names`` that run on ``model``'s family; each one the
+    family refuses (e.g. M2IB on a SigLIP model, which has no class token)
+    is left out with a warning that gives the reason."""
+    from captum_matex.adapters import get_adapter
+
+    adapter = get_adapter(model)
+    kept = []
+    for name in names:
+        method = methods.get(name)
+        refusal = adapter.refusal(method.get_name(), getattr(method, "requires", frozenset()))
+        if refusal is None:
+            kept.append(name)
+        else:
+            warnings.warn(f"benchmark: {name} left out: {refusal}", stacklevel=2)
+    return kept
+
+
 def _run_shard(config: BenchmarkConfig, worker: Worker, log: ResultsLog, done: set,
                load: _Model, device: str, progress: bool) -> None:
     samples = config.samples()
     if not samples:
         raise BenchmarkError("the study has no samples (check --split, --limit and the data)")
+    model, processor = load()
+    names = applicable_methods(config.methods, model)
     chunks = [samples[i : i + config.batch_size] for i in range(0, len(samples), config.batch_size)]
     work = [
-        (chunk, [name for name in config.methods if any((s.id, name) not in done for s in chunk)])
+        (chunk, [name for name in names if any((s.id, name) not in done for s in chunk)])
         for chunk in worker.shard(chunks)
     ]
     work = [(chunk, names) for chunk, names in work if names]
     if not work:
         return
-    model, processor = load()
     randomised = None
     if any(metrics.get(n).compares == "randomised" for n in config.metric_names("sanity")):
         from captum_matex.metrics import randomized_model
@@ -397,7 +417,10 @@ def _write_overlays(config: BenchmarkConfig, out: Path, load: _Model, device: st
     images = [s.load() for s in samples]
     pixels, geometries = prepare(images, processor, config.mode, device=device)
     columns = {}
-    for name in config.methods:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the shard already warned
+        names = applicable_methods(config.methods, model)
+    for name in names:
         explainer = config.build(name, model, processor)
         torch.manual_seed(config.seed)
         maps = explainer.attribute(pixels, ([s.phrase for s in samples],), output="pixel")
