@@ -316,3 +316,199 @@ def test_open_clip_folders_that_cannot_load_are_refused_clearly(tmp_path, capsys
     assert main(["explain", str(image), "effusion", "--model", str(folder),
                  "--out", str(tmp_path / "out")]) == 2
     assert "resize_mode 'longest'" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------
+# open_clip SigLIP: a timm trunk with global_pool='map' and a logit_bias
+# --------------------------------------------------------------------------
+from captum.attr import Saliency  # noqa: E402
+
+from captum_matex import SimilarityForward, registry  # noqa: E402
+from captum_matex.adapters import TimmSiglipOpenCLIPAdapter  # noqa: E402
+from captum_matex.targets import SigmoidLogit  # noqa: E402
+
+#: the variants of timm's map head (AttentionPoolLatent) an open_clip SigLIP may carry
+SIGLIP_VARIANTS = {
+    "siglip": {},  # as ViT-B-16-SigLIP: no class token, one latent, 'token' pooling
+    "registers": dict(reg_tokens=2),  # prefix tokens the pool leaves out
+    "registers_pooled": dict(reg_tokens=2, pool_include_prefix=True),
+    "avg_latents_qk_norm": dict(latent_len=3, pool_type="avg", qk_norm=True),
+    "token_of_3_latents_linear_proj": dict(latent_len=3, proj=True),
+}
+
+
+def open_clip_siglip(seed: int = 0, layers: int = 2, reg_tokens: int = 0,
+                     pool_include_prefix: bool = False, latent_len: int = 1,
+                     pool_type: str = "token", qk_norm: bool = False, proj: bool = False
+                     ) -> nn.Module:
+    r"""open_clip's SigLIP layout (``ViT-B-16-SigLIP``: ``CustomTextCLIP``, a timm
+    trunk with ``global_pool='map'``, a text tower pooled at the last token,
+    ``init_logit_bias``) at 32 px, width 32, with a logit scale and bias away from
+    1 and 0 (else the sigmoid logit and the cosine could not be told apart).
+    ``proj``: an open_clip linear projection after the trunk (``timm_proj='linear'``)."""
+    torch.manual_seed(seed)
+    model = open_clip.CustomTextCLIP(
+        embed_dim=32,
+        vision_cfg=dict(timm_model_name="test_vit", timm_model_pretrained=False,
+                        timm_pool="map", timm_proj="none", image_size=32),
+        text_cfg=dict(context_length=16, width=32, heads=2, layers=1, no_causal_mask=True,
+                      proj_bias=True, pool_type="last"),
+        init_logit_bias=-10,
+    )
+    trunk = timm.models.vision_transformer.VisionTransformer(
+        img_size=32, patch_size=8, embed_dim=32, depth=layers, num_heads=2, num_classes=0,
+        class_token=False, reg_tokens=reg_tokens, global_pool="map",
+        pool_include_prefix=pool_include_prefix,
+    )
+    if (latent_len, pool_type, qk_norm) != (1, "token", False):
+        trunk.attn_pool = timm.layers.AttentionPoolLatent(
+            32, num_heads=2, latent_len=latent_len, pool_type=pool_type, qk_norm=qk_norm,
+            norm_layer=nn.LayerNorm,
+        )
+    model.visual.trunk = trunk
+    if proj:
+        model.visual.head = nn.Sequential(nn.Linear(32, 32, bias=False))
+    with torch.no_grad():
+        model.logit_scale.fill_(2.3)
+        model.logit_bias.fill_(-4.0)
+    return model.eval()
+
+
+SIGLIP_TOKENIZER = open_clip.SimpleTokenizer(context_length=16)
+SIGLIP_PHRASES = ["left pleural effusion", "right upper lobe opacity"]
+
+
+def test_open_clip_siglip_is_dispatched_on_structure_and_refused_by_the_token_adapter():
+    model = open_clip_siglip()
+    adapter = get_adapter(model, SIGLIP_TOKENIZER)
+    assert type(adapter) is TimmSiglipOpenCLIPAdapter
+    assert adapter.family == "open_clip-timm-siglip"
+    assert adapter.num_prefix_tokens == 0 and adapter.num_layers == 2
+    assert adapter.image_size == (32, 32) and adapter.embedding_dim == 32
+    assert adapter.capabilities == frozenset() and isinstance(adapter.target, SigmoidLogit)
+    # chosen explicitly, the class-token adapter keeps refusing a map trunk
+    with pytest.raises(ValueError, match="pooled by the class token.*'map'"):
+        TimmOpenCLIPAdapter(model)
+    # a map trunk without a sigmoid bias is no SigLIP: the class-token adapter says why not
+    model.logit_bias = None
+    assert not TimmSiglipOpenCLIPAdapter.supports(model)
+    with pytest.raises(ValueError, match="pooled by the class token.*'map'"):
+        get_adapter(model)
+
+
+def _siglip_logit(model: nn.Module, images: Tensor, ids: Tensor) -> Tensor:
+    """The model's own logit of each (image, phrase) pair, from its forward outputs."""
+    image_features, text_features, scale, bias = model(images, ids)
+    return (scale * image_features @ text_features.T + bias).diagonal()
+
+
+@pytest.mark.parametrize("variant", SIGLIP_VARIANTS)
+def test_open_clip_siglip_score_is_the_models_own_logit_and_the_probe_its_pool(variant, images):
+    model = open_clip_siglip(**SIGLIP_VARIANTS[variant])
+    adapter = get_adapter(model, SIGLIP_TOKENIZER)
+    ids = adapter.tokenize(SIGLIP_PHRASES, images.device)
+    text = adapter.encode_text(ids)
+    with torch.no_grad():
+        expected = _siglip_logit(model, images, ids)
+        torch.testing.assert_close(SimilarityForward(model, SIGLIP_TOKENIZER)(images, ids),
+                                   expected, atol=1e-5, rtol=0)
+    with adapter.explaining(), torch.enable_grad():
+        trace = adapter.trace(images.clone().requires_grad_(True), text)
+        grads = torch.autograd.grad(trace.score.sum(), trace.attentions + [trace.readout_attention])
+    torch.testing.assert_close(trace.score.detach(), expected, atol=1e-5, rtol=0)
+    # the MAP readout, computed explicitly, is the model's own (fused) image embedding
+    with torch.no_grad():
+        embedding = model.encode_image(images)
+    torch.testing.assert_close(trace.image_embeddings.detach(), embedding, atol=1e-5, rtol=0)
+    cosine = F.cosine_similarity(embedding, text, dim=-1)
+    assert (trace.score.detach() - cosine).abs().min() > 1.0, "the logit is the cosine"
+    # the probe's probabilities: over every token, summing to one, 0 on tokens the pool skips
+    trunk = model.visual.trunk
+    skipped = 0 if trunk.pool_include_prefix else trunk.num_prefix_tokens
+    queries = trunk.attn_pool.latent_len if trunk.attn_pool.pool == "avg" else 1
+    probe = trace.readout_attention.detach()
+    assert probe.shape == (2, 2, queries, trunk.num_prefix_tokens + 16)
+    torch.testing.assert_close(probe.sum(-1), torch.ones(2, 2, queries), atol=1e-6, rtol=0)
+    assert (probe[..., :skipped] == 0).all()
+    # on the path to the score: every block's attention and the probe's
+    assert all(g.abs().sum() > 0 for g in grads)
+    assert grads[-1][..., :skipped].abs().sum() == 0
+
+
+def test_open_clip_siglip_projected_patches_are_the_head_on_one_token():
+    model = open_clip_siglip()
+    adapter = get_adapter(model)
+    tokens = torch.randn(2, 5, 32, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        one_at_a_time = torch.stack(
+            [adapter._pool(tokens[:, i:i + 1])[0] for i in range(5)], 1)
+        torch.testing.assert_close(adapter.project_tokens(tokens), one_at_a_time,
+                                   atol=1e-6, rtol=0)
+
+
+def test_open_clip_siglip_matex_maps_are_valid_phrase_dependent_and_restore_the_model(images):
+    model = open_clip_siglip(layers=3)
+    model.train()
+    before = model_state(model)
+    explainer = MATEX(model, SIGLIP_TOKENIZER)
+    maps, diagnostics = explainer.attribute(images, (SIGLIP_PHRASES,), return_diagnostics=True)
+    assert model_state(model) == before
+    assert maps.shape == images.shape and torch.isfinite(maps).all() and (maps >= 0).all()
+    assert (maps.flatten(1).std(1) > 0).all(), "a constant map"
+    model.eval()
+    with torch.no_grad():
+        ids = get_adapter(model, SIGLIP_TOKENIZER).tokenize(SIGLIP_PHRASES, images.device)
+        torch.testing.assert_close(diagnostics.score, _siglip_logit(model, images, ids),
+                                   atol=1e-5, rtol=0)
+    swapped = explainer.attribute(images, (SIGLIP_PHRASES[::-1],))
+    assert (maps - swapped).abs().amax() > 1e-3, "the maps do not depend on the phrase"
+
+
+def test_open_clip_siglip_every_method_runs_or_refuses_by_name(images):
+    model = open_clip_siglip()
+    model.train()
+    before = model_state(model)
+    family = get_adapter(model).family
+    ran = set()
+    for name in registry.methods.available():
+        cls = registry.methods.get(name)
+        if "class token" in cls.requires:
+            with pytest.raises(ValueError, match=f"needs a class token; {family} models pool"):
+                cls(model, SIGLIP_TOKENIZER)
+            continue
+        maps = cls(model, SIGLIP_TOKENIZER, **FAST.get(name, {})).attribute(
+            images, (SIGLIP_PHRASES,))
+        assert maps.shape == images.shape and torch.isfinite(maps).all(), name
+        assert (maps >= 0).all(), name
+        ran.add(name)
+    assert {"matex", "chefer", "rollout", "gradcam", "legrad", "saliency"} <= ran
+    assert {"m2ib", "grad_eclip"}.isdisjoint(ran)
+    assert model_state(model) == before
+
+
+def test_captum_saliency_explains_open_clip_siglips_logit(images):
+    model = open_clip_siglip()
+    forward = SimilarityForward(model, SIGLIP_TOKENIZER)
+    ids = get_adapter(model, SIGLIP_TOKENIZER).tokenize(SIGLIP_PHRASES, images.device)
+    x = images.clone().requires_grad_(True)
+    grads = Saliency(forward).attribute(x, additional_forward_args=(ids,), abs=False)
+    (expected,) = torch.autograd.grad(_siglip_logit(model, x, ids).sum(), x)
+    torch.testing.assert_close(grads, expected, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_full_size_open_clip_vit_b_16_siglip():
+    model = open_clip.create_model("ViT-B-16-SigLIP", pretrained=None).eval()
+    with torch.no_grad():
+        model.logit_scale.fill_(2.3)
+        model.logit_bias.fill_(-4.0)
+    adapter = get_adapter(model)
+    assert type(adapter) is TimmSiglipOpenCLIPAdapter
+    assert adapter.num_layers == 12 and adapter.image_size == (224, 224)
+    images = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(1, 32000, (1, 64), generator=torch.Generator().manual_seed(0))
+    maps, diagnostics = MATEX(model).attribute(images, (ids,), return_diagnostics=True)
+    with torch.no_grad():
+        expected = _siglip_logit(model, images, ids)
+    assert maps.shape == images.shape and torch.isfinite(maps).all() and (maps >= 0).all()
+    torch.testing.assert_close(diagnostics.score, expected, atol=1e-4, rtol=1e-5)

@@ -9,7 +9,11 @@ from captum_matex import registry
 from captum_matex.adapters.base import BlockwiseAdapter, VisionLanguageAdapter, VisionTrace
 from captum_matex.adapters.hf_clip import HFCLIPAdapter, HFEncoderAdapter
 from captum_matex.adapters.hf_siglip import HFSiglip2Adapter, HFSiglipAdapter, SiglipTowers
-from captum_matex.adapters.open_clip import OpenCLIPAdapter, TimmOpenCLIPAdapter
+from captum_matex.adapters.open_clip import (
+    OpenCLIPAdapter,
+    TimmOpenCLIPAdapter,
+    TimmSiglipOpenCLIPAdapter,
+)
 
 #: Adapter classes tried in order by :func:`get_adapter`.
 ADAPTERS: list[type[VisionLanguageAdapter]] = [
@@ -18,6 +22,7 @@ ADAPTERS: list[type[VisionLanguageAdapter]] = [
     HFSiglip2Adapter,
     OpenCLIPAdapter,
     TimmOpenCLIPAdapter,
+    TimmSiglipOpenCLIPAdapter,
 ]
 
 
@@ -59,6 +64,7 @@ __all__ = [
     "OpenCLIPAdapter",
     "SiglipTowers",
     "TimmOpenCLIPAdapter",
+    "TimmSiglipOpenCLIPAdapter",
     "VisionLanguageAdapter",
     "VisionTrace",
     "get_adapter",

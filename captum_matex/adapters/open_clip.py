@@ -1,4 +1,5 @@
-"""Adapters for open_clip models: open_clip's own ViT tower and timm ViT trunks (BiomedCLIP).
+"""Adapters for open_clip models: open_clip's own ViT tower and timm ViT trunks
+(BiomedCLIP; SigLIP's ``map``-pooled trunks).
 
 Neither open_clip nor timm is imported here: models are recognised by their
 structure, so the package works without the ``openclip`` extra installed.
@@ -18,6 +19,8 @@ from transformers import PreTrainedTokenizerBase
 
 from captum_matex.adapters.attention import explicit_mha
 from captum_matex.adapters.base import BlockwiseAdapter, hooked, warn_truncated
+from captum_matex.adapters.hf_siglip import _NO_CLASS_TOKEN
+from captum_matex.targets import AttentionProbe, Readout, SigmoidLogit
 
 
 def _pair(size) -> tuple[int, int]:
@@ -260,6 +263,10 @@ class TimmOpenCLIPAdapter(_OpenCLIPBase):
     def __init__(self, model: nn.Module, tokenizer=None) -> None:
         super().__init__(model, tokenizer)
         self.trunk = self.visual.trunk
+        self._check_pool()
+
+    def _check_pool(self) -> None:
+        """Refuse a trunk whose image embedding this adapter cannot compute."""
         pool = getattr(self.trunk, "global_pool", None)
         if pool != "token" or getattr(self.trunk, "attn_pool", None) is not None:
             raise ValueError(
@@ -269,14 +276,9 @@ class TimmOpenCLIPAdapter(_OpenCLIPBase):
 
     @staticmethod
     def supports(model: nn.Module) -> bool:
-        """Whether ``model`` is an open_clip model with a timm ViT trunk."""
-        visual = getattr(model, "visual", None)
-        trunk = getattr(visual, "trunk", None)
-        return (
-            type(visual).__name__ == "TimmModel"
-            and all(hasattr(trunk, name) for name in ("blocks", "patch_embed", "_pos_embed"))
-            and hasattr(model, "encode_text")
-        )
+        r"""Whether ``model`` is an open_clip model with a timm ViT trunk (other
+        than a SigLIP ``map`` trunk, which :class:`TimmSiglipOpenCLIPAdapter` takes)."""
+        return _has_timm_vit_trunk(model) and not _is_timm_siglip(model)
 
     @property
     def num_prefix_tokens(self) -> int:
@@ -298,7 +300,7 @@ class TimmOpenCLIPAdapter(_OpenCLIPBase):
         return list(self.trunk.blocks)
 
     def _probe_tokens(self) -> Tensor:
-        param = self.trunk.cls_token
+        param = self.trunk.patch_embed.proj.weight  # cls_token is None without a class token
         return torch.zeros(1, 1, self.trunk.num_features, dtype=param.dtype, device=param.device)
 
     def input_tokens(self, images: Tensor) -> Tensor:
@@ -350,3 +352,149 @@ class TimmOpenCLIPAdapter(_OpenCLIPBase):
         finally:
             for attn, flag in zip(attns, previous):
                 attn.fused_attn = flag
+
+
+def _has_timm_vit_trunk(model: nn.Module) -> bool:
+    """Whether ``model`` is an open_clip model whose ``visual`` wraps a timm ViT trunk."""
+    visual = getattr(model, "visual", None)
+    trunk = getattr(visual, "trunk", None)
+    return (
+        type(visual).__name__ == "TimmModel"
+        and all(hasattr(trunk, name) for name in ("blocks", "patch_embed", "_pos_embed"))
+        and hasattr(model, "encode_text")
+    )
+
+
+#: what timm's ``AttentionPoolLatent`` (the ``map`` head) holds, checked by structure
+_LATENT_POOL = ("latent", "q", "kv", "q_norm", "k_norm", "proj", "proj_drop", "norm", "mlp",
+                "num_heads", "head_dim", "scale", "latent_len", "pos_embed", "pool")
+
+
+def _is_timm_siglip(model: nn.Module) -> bool:
+    """A timm ViT trunk pooled by a latent attention probe (``global_pool='map'``)
+    in an open_clip model with a sigmoid-loss ``logit_bias``: open_clip's SigLIP."""
+    trunk = getattr(getattr(model, "visual", None), "trunk", None)
+    pool = getattr(trunk, "attn_pool", None)
+    return (
+        _has_timm_vit_trunk(model)
+        and getattr(trunk, "global_pool", None) == "map"
+        and all(hasattr(pool, name) for name in _LATENT_POOL)
+        and getattr(model, "logit_bias", None) is not None
+    )
+
+
+class TimmSiglipOpenCLIPAdapter(TimmOpenCLIPAdapter):
+    r"""Adapter for open_clip's SigLIP models (``ViT-B-16-SigLIP``,
+    ``ViT-SO400M-14-SigLIP``, SigLIP 2 ...): a timm ViT trunk with
+    ``global_pool='map'`` and a sigmoid-logit ``logit_bias``.
+
+    As for transformers' SigLIP (:class:`~captum_matex.adapters.HFSiglipAdapter`)
+    there is no class token: the image embedding is timm's
+    ``AttentionPoolLatent``, a learnt latent probe attending over the last
+    block's tokens, then an MLP with a residual. The adapter computes the
+    probe explicitly with the module's own weights (the math of its
+    ``forward``: ``q``/``kv`` projections, ``q_norm``/``k_norm``, position
+    embedding if any, ``softmax(q k^T * scale)``, out-projection, MLP
+    residual, ``token``/``avg`` pooling of the latents), so its probabilities
+    ``(B, H, Q, T)`` are read with gradients
+    (:attr:`~captum_matex.adapters.VisionTrace.readout_attention`; ``Q`` is the
+    number of latents the embedding reads: ``latent_len`` with ``avg``
+    pooling, the first with ``token`` pooling; tokens the pool does not read,
+    such as register tokens, get probability 0). Then the trunk's ``fc_norm``
+    and ``head`` and open_clip's ``visual.head``, in the order of the
+    model's own ``encode_image``. The score is the model's own logit
+    :math:`e^t \cos + b` (:class:`~captum_matex.targets.SigmoidLogit`).
+
+    Args:
+        model: an open_clip ``CustomTextCLIP`` (e.g.
+            ``open_clip.create_model("ViT-B-16-SigLIP")``).
+        tokenizer: ``open_clip.get_tokenizer(name)`` or any callable giving
+            ``(B, context_length)`` token ids.
+    """
+
+    family = "open_clip-timm-siglip"
+    block_readout: Readout | None = None
+    capabilities = frozenset()
+    missing = {"class token": _NO_CLASS_TOKEN}
+
+    def __init__(self, model: nn.Module, tokenizer=None) -> None:
+        super().__init__(model, tokenizer)
+        self.attn_pool = self.trunk.attn_pool
+        self.target = SigmoidLogit(model.logit_scale, model.logit_bias)
+        self.readout = AttentionProbe(self._pool)
+
+    def _check_pool(self) -> None:
+        if not _is_timm_siglip(self.model):
+            raise ValueError(
+                "open_clip-timm-siglip needs a timm ViT trunk with global_pool='map' (an "
+                "AttentionPoolLatent probe) in a model with a logit_bias (sigmoid loss)"
+            )
+        if self.trunk.attn_pool.pool not in ("token", "avg"):
+            raise ValueError(
+                "the trunk's attention pool keeps its latents apart (pool_type="
+                f"{self.trunk.attn_pool.pool!r}); only 'token' and 'avg' give one embedding"
+            )
+
+    @staticmethod
+    def supports(model: nn.Module) -> bool:
+        """Whether ``model`` is an open_clip SigLIP: a timm ``map`` trunk and a ``logit_bias``."""
+        return _is_timm_siglip(model)
+
+    def _pooled_from(self) -> int:
+        """First token the probe reads (timm skips the prefix unless ``pool_include_prefix``)."""
+        return 0 if getattr(self.trunk, "pool_include_prefix", False) else self.num_prefix_tokens
+
+    def _to_joint_space(self, pooled: Tensor) -> Tensor:
+        """The trunk's ``fc_norm``, ``head_drop``, ``head``, then open_clip's ``visual.head``."""
+        trunk = self.trunk
+        return self.visual.head(trunk.head(trunk.head_drop(trunk.fc_norm(pooled))))
+
+    def _mlp(self, latents: Tensor) -> Tensor:
+        """Out-projection and MLP residual of the pool on its ``(B, Q, C)`` attention output."""
+        pool = self.attn_pool
+        latents = pool.proj_drop(pool.proj(latents))
+        return latents if pool.mlp is None else latents + pool.mlp(pool.norm(latents))
+
+    def _pool(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        r"""The ``map`` head on last-block tokens ``(B, T, D)``: the embedding
+        ``(B, E)`` and the probe's ``(B, H, Q, T)`` attention it was made with."""
+        pool, start = self.attn_pool, self._pooled_from()
+        x = self.trunk.norm(tokens)[:, start:]
+        batch, n, _ = x.shape
+        if pool.pos_embed is not None:
+            x = x + pool.pos_embed.unsqueeze(0).to(x.dtype)
+        # 'token' pooling keeps the first latent only; each latent's query is its own row
+        latent = pool.latent[:, :1] if pool.pool == "token" else pool.latent
+        queries = latent.shape[1]
+        q = pool.q(latent.expand(batch, -1, -1))
+        q = q.reshape(batch, queries, pool.num_heads, pool.head_dim).transpose(1, 2)
+        k, v = pool.kv(x).reshape(batch, n, 2, pool.num_heads, pool.head_dim).permute(
+            2, 0, 3, 1, 4).unbind(0)
+        q, k = pool.q_norm(q), pool.k_norm(k)
+        # over all T tokens (0 on those the pool skips); this very tensor meets the values
+        probs = F.pad(((q * pool.scale) @ k.transpose(-2, -1)).softmax(-1), (start, 0))
+        latents = self._mlp((probs[..., start:] @ v).transpose(1, 2).reshape(batch, queries, -1))
+        return self._to_joint_space(latents.mean(1)), probs
+
+    def pooled_embedding(
+        self, tokens: Tensor, want_attention: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        embedding, attention = self._pool(tokens)
+        return embedding, attention if want_attention else None
+
+    def image_embedding(self, tokens: Tensor, readout: Readout | None = None) -> Tensor:
+        if readout is None or readout is self.readout:
+            return self._pool(tokens)[0]
+        return super().image_embedding(tokens, readout)
+
+    def project_tokens(self, tokens: Tensor) -> Tensor:
+        r"""Each patch token ``(B, n, D)`` in the joint space as the head embeds
+        it when the probe attends to that token alone (values, out-projection,
+        MLP residual; every latent then holds the same vector)."""
+        pool = self.attn_pool
+        x = self.trunk.norm(tokens)
+        if pool.pos_embed is not None and pool.pos_embed.shape[0] >= x.shape[1]:
+            x = x + pool.pos_embed[pool.pos_embed.shape[0] - x.shape[1]:].to(x.dtype)
+        width = pool.kv.out_features // 2
+        bias = pool.kv.bias[width:] if pool.kv.bias is not None else None
+        return self._to_joint_space(self._mlp(F.linear(x, pool.kv.weight[width:], bias)))
