@@ -3,8 +3,8 @@
 For each model size and batch size, measured in one run on the same model
 and inputs (interleaved rounds, median of each):
 
-- ``floor``: one forward + backward of the image-text cosine score with
-  respect to the images, the model as users load it from transformers 5.x
+- ``floor``: one forward + backward of the model family's image-text score
+  (CLIP: cosine; SigLIP: sigmoid logit) with respect to the images, the model as users load it from transformers 5.x
   (SDPA attention). This is the floor for any gradient method.
 - ``floor_eager``: the same with eager attention (the path that exposes
   attention probabilities).
@@ -20,6 +20,7 @@ Usage::
     python benchmarks/speed.py --sizes tiny --batches 1 --methods matex,chefer
     python benchmarks/speed.py --sizes vit-b16 --batches 1 --methods matex --phrases 8
     python benchmarks/speed.py --sizes openclip-vit-b16,biomedclip-vit-b16   # [openclip] extra
+    python benchmarks/speed.py --sizes siglip-tiny,siglip-b16    # SigLIP: map head, sigmoid logit
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from transformers import CLIPConfig, CLIPModel
+from transformers import CLIPConfig, CLIPModel, SiglipConfig, SiglipModel
 
 from captum_matex.adapters import get_adapter
 from captum_matex.baselines import get as get_method
@@ -47,6 +48,9 @@ SIZES = {
                     num_attention_heads=12, image_size=224, patch_size=16),
 }
 
+
+#: transformers SigLIP image towers (``map`` head, sigmoid logit), random-initialised.
+SIGLIP_SIZES = {"siglip-tiny": "tiny", "siglip-b16": "vit-b16"}
 
 #: open_clip architectures (need the ``openclip`` extra), random-initialised.
 OPEN_CLIP_SIZES = ("openclip-vit-b16", "biomedclip-vit-b16")
@@ -69,6 +73,14 @@ def build_model(size: str) -> torch.nn.Module:
                             timm_pool="", timm_proj="linear", image_size=224),
             text_cfg=dict(context_length=16, width=64, heads=2, layers=1),
         ).eval()
+    if size in SIGLIP_SIZES:
+        vision = SIZES[SIGLIP_SIZES[size]]
+        config = SiglipConfig(
+            vision_config=vision,
+            text_config=dict(hidden_size=vision["hidden_size"], intermediate_size=128,
+                             num_hidden_layers=1, num_attention_heads=2),
+        )
+        return SiglipModel(config).eval()
     vision = SIZES[size]
     config = CLIPConfig(
         vision_config=vision,
@@ -93,7 +105,7 @@ def runner(name: str, model: torch.nn.Module) -> Callable[[torch.Tensor, torch.T
         adapter = get_adapter(model)
 
         def run(images, text):
-            eager = adapter._attention_exposed() if name == "floor_eager" else nullcontext()
+            eager = adapter.attention_exposed() if name == "floor_eager" else nullcontext()
             with eager:
                 x = images.detach().requires_grad_(True)
                 score = adapter.trace(x, text, attentions=False).score

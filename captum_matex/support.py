@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from captum_matex import registry
 
+__all__ = ["support_matrix", "support_table"]
+
 
 def support_matrix() -> dict[str, dict[str, str | None]]:
     r"""Method name -> adapter family -> ``None`` when the method runs on that

@@ -38,6 +38,21 @@ def _mirror_tutorials() -> None:
 
 _mirror_tutorials()
 
+
+def _write_support_matrix() -> None:
+    r"""Write ``_generated/support_matrix.rst`` (git-ignored) from the registry:
+    which method runs on which model family is computed, never hand-written."""
+    from captum_matex.support import support_table
+
+    target = DOCS / "_generated" / "support_matrix.rst"
+    target.parent.mkdir(exist_ok=True)
+    text = support_table()
+    if not target.exists() or target.read_text() != text:
+        target.write_text(text)
+
+
+_write_support_matrix()
+
 # The notebook kernels inherit this environment. transformers' weight-loading
 # progress bars and tqdm's "IProgress not found" notice (no ipywidgets here)
 # would otherwise appear as stderr noise in every rendered notebook; real
@@ -67,7 +82,7 @@ napoleon_numpy_docstring = False
 nitpicky = False
 html_theme = "alabaster"
 html_static_path = ["_static"]
-exclude_patterns = ["_build", "jupyter_execute", "**.ipynb_checkpoints"]
+exclude_patterns = ["_build", "_generated", "jupyter_execute", "**.ipynb_checkpoints"]
 
 # --- tutorials (myst-nb) ------------------------------------------------------------
 # Every build executes every notebook from a fresh kernel (the notebooks are

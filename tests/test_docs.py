@@ -13,6 +13,7 @@ PUBLIC_MODULES = [
     "captum_matex", "captum_matex.adapters", "captum_matex.stages", "captum_matex.baselines",
     "captum_matex.data", "captum_matex.zoo", "captum_matex.metrics", "captum_matex.explainer",
     "captum_matex.targets", "captum_matex.registry", "captum_matex.stages.protocols",
+    "captum_matex.support",
 ]
 
 

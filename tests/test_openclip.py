@@ -441,7 +441,7 @@ def test_open_clip_siglip_projected_patches_are_the_head_on_one_token():
     tokens = torch.randn(2, 5, 32, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         one_at_a_time = torch.stack(
-            [adapter._pool(tokens[:, i:i + 1])[0] for i in range(5)], 1)
+            [adapter.probe_pool(tokens[:, i:i + 1])[0] for i in range(5)], 1)
         torch.testing.assert_close(adapter.project_tokens(tokens), one_at_a_time,
                                    atol=1e-6, rtol=0)
 

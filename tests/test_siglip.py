@@ -274,3 +274,25 @@ def test_load_model_refuses_a_checkpoint_that_is_no_dual_encoder(tmp_path):
                intermediate_size=8).save_pretrained(tmp_path)
     with pytest.raises(ModelLoadError, match="holds a 'bert' model"):
         load_model(str(tmp_path))
+
+
+def test_the_support_matrix_is_what_the_constructors_do():
+    from conftest import make_clip
+
+    from captum_matex.support import support_matrix, support_table
+
+    matrix = support_matrix()
+    models = {"transformers-clip": make_clip(), "transformers-siglip": make_siglip(1),
+              "transformers-siglip2": make_siglip(2)}
+    for name, row in matrix.items():
+        method = registry.methods.get(name)
+        for family, model in models.items():
+            if row[family] is None:
+                method(model, TOKENIZER)
+            else:
+                with pytest.raises(ValueError) as refused:
+                    method(model, TOKENIZER)
+                assert str(refused.value) == row[family]
+    assert matrix["m2ib"]["transformers-siglip"].startswith("M2IB needs a class token")
+    table = support_table()
+    assert "✗ needs a class token" in table and table.count("   * - ") == len(matrix) + 1

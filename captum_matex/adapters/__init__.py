@@ -9,6 +9,7 @@ from captum_matex import registry
 from captum_matex.adapters.base import BlockwiseAdapter, VisionLanguageAdapter, VisionTrace
 from captum_matex.adapters.hf_clip import HFCLIPAdapter, HFEncoderAdapter
 from captum_matex.adapters.hf_siglip import HFSiglip2Adapter, HFSiglipAdapter, SiglipTowers
+from captum_matex.adapters.probe import NO_CLASS_TOKEN, AttentionPooled
 from captum_matex.adapters.open_clip import (
     OpenCLIPAdapter,
     TimmOpenCLIPAdapter,
@@ -56,6 +57,8 @@ def get_adapter(model: nn.Module | VisionLanguageAdapter, tokenizer=None) -> Vis
 
 __all__ = [
     "ADAPTERS",
+    "AttentionPooled",
+    "NO_CLASS_TOKEN",
     "BlockwiseAdapter",
     "HFCLIPAdapter",
     "HFEncoderAdapter",

@@ -10,11 +10,8 @@ from torch import Tensor, nn
 
 from captum_matex.adapters.attention import explicit_mha
 from captum_matex.adapters.hf_clip import HFEncoderAdapter, _as_tensor
-from captum_matex.targets import AttentionProbe, Readout, SigmoidLogit
-
-_NO_CLASS_TOKEN = (
-    "pool with an attention probe over all patch tokens (the 'map' head), not a class token"
-)
+from captum_matex.adapters.probe import AttentionPooled
+from captum_matex.targets import SigmoidLogit
 
 
 def _vision_tower(model: nn.Module) -> nn.Module | None:
@@ -67,7 +64,7 @@ class SiglipTowers(nn.Module):
         return _as_tensor(self.text_model(input_ids=input_ids))
 
 
-class HFSiglipAdapter(HFEncoderAdapter):
+class HFSiglipAdapter(AttentionPooled, HFEncoderAdapter):
     r"""Adapter for a transformers :class:`~transformers.SiglipModel` (SigLIP,
     MedSigLIP-448) or a :class:`SiglipTowers` pair.
 
@@ -89,9 +86,6 @@ class HFSiglipAdapter(HFEncoderAdapter):
     """
 
     family = "transformers-siglip"
-    block_readout: Readout | None = None
-    capabilities = frozenset()
-    missing = {"class token": _NO_CLASS_TOKEN}
 
     def __init__(self, model: nn.Module, tokenizer=None) -> None:
         super().__init__(model, tokenizer)
@@ -104,7 +98,6 @@ class HFSiglipAdapter(HFEncoderAdapter):
                 "image-text logit; load the dual encoder with its head"
             )
         self.target = SigmoidLogit(model.logit_scale, model.logit_bias)
-        self.readout = AttentionProbe(lambda tokens: self._pool(tokens))
 
     @staticmethod
     def supports(model: nn.Module) -> bool:
@@ -122,7 +115,7 @@ class HFSiglipAdapter(HFEncoderAdapter):
     def input_tokens(self, images: Tensor) -> Tensor:
         return self.vision.embeddings(images)
 
-    def _pool(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+    def probe_pool(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
         r"""The ``map`` head on last-block tokens ``(B, T, D)``: the embedding
         ``(B, E)`` and the probe's ``(B, H, 1, T)`` attention it was made with."""
         normed = self.vision.post_layernorm(tokens)
@@ -134,17 +127,6 @@ class HFSiglipAdapter(HFEncoderAdapter):
         )
         pooled = pooled + self.head.mlp(self.head.layernorm(pooled))
         return pooled[:, 0], recorded["attention"]
-
-    def pooled_embedding(
-        self, tokens: Tensor, want_attention: bool
-    ) -> tuple[Tensor, Tensor | None]:
-        embedding, attention = self._pool(tokens)
-        return embedding, attention if want_attention else None
-
-    def image_embedding(self, tokens: Tensor, readout: Readout | None = None) -> Tensor:
-        if readout is None or readout is self.readout:
-            return self._pool(tokens)[0]
-        return super().image_embedding(tokens, readout)
 
     def project_tokens(self, tokens: Tensor) -> Tensor:
         r"""Each token ``(B, n, D)`` in the joint space as the head embeds it when

@@ -19,8 +19,8 @@ from transformers import PreTrainedTokenizerBase
 
 from captum_matex.adapters.attention import explicit_mha
 from captum_matex.adapters.base import BlockwiseAdapter, hooked, warn_truncated
-from captum_matex.adapters.hf_siglip import _NO_CLASS_TOKEN
-from captum_matex.targets import AttentionProbe, Readout, SigmoidLogit
+from captum_matex.adapters.probe import AttentionPooled
+from captum_matex.targets import SigmoidLogit
 
 
 def _pair(size) -> tuple[int, int]:
@@ -383,7 +383,7 @@ def _is_timm_siglip(model: nn.Module) -> bool:
     )
 
 
-class TimmSiglipOpenCLIPAdapter(TimmOpenCLIPAdapter):
+class TimmSiglipOpenCLIPAdapter(AttentionPooled, TimmOpenCLIPAdapter):
     r"""Adapter for open_clip's SigLIP models (``ViT-B-16-SigLIP``,
     ``ViT-SO400M-14-SigLIP``, SigLIP 2 ...): a timm ViT trunk with
     ``global_pool='map'`` and a sigmoid-logit ``logit_bias``.
@@ -413,15 +413,11 @@ class TimmSiglipOpenCLIPAdapter(TimmOpenCLIPAdapter):
     """
 
     family = "open_clip-timm-siglip"
-    block_readout: Readout | None = None
-    capabilities = frozenset()
-    missing = {"class token": _NO_CLASS_TOKEN}
 
     def __init__(self, model: nn.Module, tokenizer=None) -> None:
         super().__init__(model, tokenizer)
         self.attn_pool = self.trunk.attn_pool
         self.target = SigmoidLogit(model.logit_scale, model.logit_bias)
-        self.readout = AttentionProbe(self._pool)
 
     def _check_pool(self) -> None:
         if not _is_timm_siglip(self.model):
@@ -455,7 +451,7 @@ class TimmSiglipOpenCLIPAdapter(TimmOpenCLIPAdapter):
         latents = pool.proj_drop(pool.proj(latents))
         return latents if pool.mlp is None else latents + pool.mlp(pool.norm(latents))
 
-    def _pool(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+    def probe_pool(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
         r"""The ``map`` head on last-block tokens ``(B, T, D)``: the embedding
         ``(B, E)`` and the probe's ``(B, H, Q, T)`` attention it was made with."""
         pool, start = self.attn_pool, self._pooled_from()
@@ -475,17 +471,6 @@ class TimmSiglipOpenCLIPAdapter(TimmOpenCLIPAdapter):
         probs = F.pad(((q * pool.scale) @ k.transpose(-2, -1)).softmax(-1), (start, 0))
         latents = self._mlp((probs[..., start:] @ v).transpose(1, 2).reshape(batch, queries, -1))
         return self._to_joint_space(latents.mean(1)), probs
-
-    def pooled_embedding(
-        self, tokens: Tensor, want_attention: bool
-    ) -> tuple[Tensor, Tensor | None]:
-        embedding, attention = self._pool(tokens)
-        return embedding, attention if want_attention else None
-
-    def image_embedding(self, tokens: Tensor, readout: Readout | None = None) -> Tensor:
-        if readout is None or readout is self.readout:
-            return self._pool(tokens)[0]
-        return super().image_embedding(tokens, readout)
 
     def project_tokens(self, tokens: Tensor) -> Tensor:
         r"""Each patch token ``(B, n, D)`` in the joint space as the head embeds
