@@ -10,7 +10,7 @@ import threading
 import pytest
 import torch
 import torch.nn.modules.module as module_globals
-from conftest import PHRASES, make_clip, make_tokenizer
+from conftest import PHRASES, make_clip, make_siglip, make_tokenizer
 
 from captum_matex import SimilarityForward, baselines
 from captum_matex.adapters import base as adapter_base
@@ -262,3 +262,42 @@ def test_hooked_hands_inputs_and_outputs_and_removes_its_hooks_also_on_error():
         with adapter_base.hooked([(layer, "gradient", seen.setdefault)]):
             pass
     assert not layer._forward_hooks
+
+
+# --------------------------------------------------------------------------
+# the same guarantees on a SigLIP model (no class token, a map head, a sigmoid logit)
+# --------------------------------------------------------------------------
+def tiny_siglip():
+    """A 3-block SigLIP left in an awkward state, warmed up once (transformers adds its
+    own output-capturing hooks on a model's first forward pass)."""
+    model = make_siglip(1, layers=3, image_size=16, patch=8, width=16)
+    SimilarityForward(model, TOKENIZER)(IMAGES, TEXT)
+    model.train()
+    model.vision_model.head.eval()  # mixed training flags
+    model.text_model.head.weight.requires_grad_(False)
+    model.logit_bias.grad = torch.full((1,), 0.5)  # a stale gradient that must survive
+    return model
+
+
+SIGLIP_METHODS = [n for n in METHODS if "class token" not in baselines.get(n).requires]
+
+
+@pytest.mark.parametrize("name", SIGLIP_METHODS)
+def test_siglip_model_state_is_restored_after_success_and_after_an_error(name):
+    model = tiny_siglip()
+    before = full_state(model)
+    maps = explainer(name, model).attribute(IMAGES, (TEXT,))
+    assert maps.shape == IMAGES.shape and torch.isfinite(maps).all()
+    assert_same_state(full_state(model), before)
+    assert before["attention"][1] == "sdpa" and before["training"][""] is True
+    if not fires(name, "vision forward"):
+        return
+    before = full_state(model)
+    handle, calls = inject(model, "vision forward", Injected("injected"))
+    try:
+        with pytest.raises(Injected):
+            explainer(name, model).attribute(IMAGES, (TEXT,))
+    finally:
+        handle.remove()
+    assert calls
+    assert_same_state(full_state(model), before)
