@@ -175,9 +175,16 @@ DEVICES = [
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", METHODS)
 def test_float16_model_matches_float32_within_tolerance(name, device):
-    reference_model = make_clip(layers=3, image_size=16, patch=8, width=16).to(device)
+    # The comparison means something only for maps well above float16's flatness
+    # threshold (32 epsilons, 3.1% of the scale); at it, float16 may rightly return zeros.
+    # Grid maps get a 4 x 4 grid: on 2 x 2, MATEX's smoothing (sigma = 1 cell) leaves a
+    # map of these images with a spread of 3.07% of its scale. Perturbation maps (score
+    # differences, judged against the score) keep 2 x 2 cells: occluding 1/16 of a random
+    # image moves this random model's score by less than float16 resolves.
+    size = 16 if baselines.get(name).score_difference_maps else 32
+    reference_model = make_clip(layers=3, image_size=size, patch=8, width=16).to(device)
     half_model = copy.deepcopy(reference_model).half()
-    images = IMAGES.to(device)
+    images = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(8)).to(device)
     reference = explainer(name, reference_model).attribute(images, (TEXT,))
     half = explainer(name, half_model).attribute(images.half(), (TEXT,))
     assert half.dtype == torch.float16 and half.device == images.device
