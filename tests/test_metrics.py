@@ -414,7 +414,7 @@ def test_registry_declares_direction_and_category_for_every_metric():
         "pixel_auroc": True, "top_k_precision": True, "confidence_drop": False,
         "confidence_increase": True, "deletion_auc": False, "insertion_auc": True,
         "infidelity": False, "sensitivity_max": False, "randomisation_spearman": False,
-        "prompt_sensitivity": True,
+        "prompt_sensitivity": True, "empty_side_peak": False, "discrimination": True,
     }
     assert {k: v.higher_is_better for k, v in METRICS.items()} == expected_direction
     for name, info in METRICS.items():

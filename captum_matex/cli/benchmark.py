@@ -12,6 +12,7 @@ from captum_matex._quiet import VERBOSE_HELP, quiet_third_party
 from captum_matex.cli._common import CLIError, load_plugins
 from captum_matex.evaluation import (
     DEFAULT_METHODS,
+    SPLITS,
     BenchmarkConfig,
     BenchmarkError,
     ResultsFileError,
@@ -44,7 +45,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--dataset", choices=["phantom", "mscxr"], default="phantom")
     parser.add_argument("--root", help="folder of your MS-CXR copy (--dataset mscxr)")
     parser.add_argument("--csv", help="MS-CXR release CSV when it is not in --root")
-    parser.add_argument("--split", default="test", help="train, val, test, or all (default: test)")
+    robustness = "; ".join(f"{s.name}: {s.description}" for s in SPLITS.values())
+    parser.add_argument("--split", default="test",
+                        help="train, val, test, or all for MS-CXR (default: test); on the "
+                        "phantom also a held-out robustness split made from its test films "
+                        f"({robustness})")
     parser.add_argument("--limit", type=_limit, default=200,
                         help="image-phrase pairs to use, or 'all' (default: 200)")
     parser.add_argument("--methods", type=_names, default=list(DEFAULT_METHODS),
@@ -100,15 +105,15 @@ def benchmark(args: argparse.Namespace) -> dict | None:
     if args.list:
         sys.stdout.write(listing())
         return None
-    config = BenchmarkConfig(
-        dataset=args.dataset, split=args.split, limit=args.limit, methods=args.methods,
-        model=args.model, root=args.root, csv=args.csv, mode=args.mode,
-        batch_size=args.batch_size, faithfulness=not args.no_faithfulness,
-        curve_steps=args.curve_steps, sanity=not args.no_sanity, seed=args.seed,
-        method_kwargs=args.method_kwargs,
-        atlas=args.atlas, metrics=args.metrics,
-    )
     try:
+        config = BenchmarkConfig(
+            dataset=args.dataset, split=args.split, limit=args.limit, methods=args.methods,
+            model=args.model, root=args.root, csv=args.csv, mode=args.mode,
+            batch_size=args.batch_size, faithfulness=not args.no_faithfulness,
+            curve_steps=args.curve_steps, sanity=not args.no_sanity, seed=args.seed,
+            method_kwargs=args.method_kwargs,
+            atlas=args.atlas, metrics=args.metrics,
+        )
         with quiet_third_party(args.verbose):
             summary = run_benchmark(config, args.out, args.device, args.force,
                                     not args.no_progress)

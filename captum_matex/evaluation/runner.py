@@ -18,6 +18,7 @@ from captum_matex.data.geometry import prepare
 from captum_matex.evaluation.distributed import Worker, worker_from_env
 from captum_matex.evaluation.report import comparison_figure, save_figure, write_report
 from captum_matex.evaluation.results import ResultsFileError, ResultsLog, read_rows
+from captum_matex.evaluation.robustness import SPLITS, RobustnessSplit
 from captum_matex.evaluation.samples import EvalSample, mscxr_samples, phantom_samples
 from captum_matex.evaluation.scoring import (
     BatchInputs,
@@ -36,6 +37,9 @@ DEFAULT_METHODS = (
     "matex_no_consistency", "prior_only", "m2ib", "chefer", "rollout", "gradcam",
     "grad_eclip", "legrad", "patch_text", "saliency", "integrated_gradients",
 )
+#: The phantom's own splits; :data:`~captum_matex.evaluation.robustness.SPLITS`
+#: adds the held-out robustness splits made from its test films.
+PHANTOM_SPLITS = ("train", "val", "test")
 
 
 class BenchmarkError(ValueError):
@@ -48,7 +52,10 @@ class BenchmarkConfig:
 
     Attributes:
         dataset: ``"phantom"`` (embedded) or ``"mscxr"`` (a local copy at ``root``).
-        split: data split.
+        split: data split; on the phantom also a robustness split
+            (:mod:`~captum_matex.evaluation.robustness`: ``geometry``,
+            ``paraphrase``, ``side_swap``, ``markers``, ``two_finding``), whose
+            own metrics join the study.
         limit: number of image-phrase pairs (``None``: all).
         methods: registered method names (:data:`captum_matex.registry.methods`).
         model: what :func:`~captum_matex.loading.load_model` loads (a
@@ -73,6 +80,9 @@ class BenchmarkConfig:
         metrics: registered metric names to score (:data:`captum_matex.registry.metrics`);
             ``None``: every metric whose ``benchmark`` is ``"default"``. Either
             way ``faithfulness`` and ``sanity`` switch their categories off.
+
+    Raises:
+        BenchmarkError: ``split`` is not a split of ``dataset``.
     """
 
     dataset: str = "phantom"
@@ -91,6 +101,19 @@ class BenchmarkConfig:
     method_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
     atlas: str = "auto"
     metrics: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.dataset == "phantom" and self.split not in PHANTOM_SPLITS + tuple(SPLITS):
+            raise BenchmarkError(
+                f"unknown phantom split {self.split!r}; choose {', '.join(PHANTOM_SPLITS)} or a "
+                f"robustness split: {', '.join(SPLITS)}")
+        if self.dataset != "phantom" and self.split in SPLITS:
+            raise BenchmarkError(f"the robustness split {self.split!r} is made from phantom "
+                                 "films; use dataset 'phantom'")
+
+    def robustness_split(self) -> RobustnessSplit | None:
+        r"""The study's robustness split, or None on a plain split."""
+        return SPLITS.get(self.split) if self.dataset == "phantom" else None
 
     def build(self, name: str, model, processor):
         r"""Method ``name`` on ``model``, with its ``method_kwargs`` and the
@@ -125,12 +148,22 @@ class BenchmarkConfig:
         if unknown:
             raise BenchmarkError(f"unknown metric(s) {', '.join(unknown)}; available: "
                                  f"{', '.join(metrics.available())}")
+        split = self.robustness_split()
+        own = split.metrics + split.needs if split else ()
+        chosen = [n for n in chosen if not (split and n in split.derived)]  # added from rows
+        owners = {n: s.name for s in SPLITS.values() for n in s.metrics + s.derived}
+        foreign = [n for n in chosen if n in owners and n not in own]
+        if foreign:
+            raise BenchmarkError(", ".join(f"{n} is scored on the {owners[n]} split only"
+                                           for n in foreign)
+                                 + " (where it is added without --metrics)")
         unusable = [n for n in chosen if metrics.get(n).benchmark == "unsupported"]
         if unusable:
             raise BenchmarkError(f"the benchmark cannot score {', '.join(unusable)} (its "
                                  "function takes other arguments); call it directly")
         off = {"faithfulness": not self.faithfulness, "sanity": not self.sanity}
-        return [n for n in chosen if not off.get(metrics.get(n).category)]
+        chosen = [n for n in chosen if not off.get(metrics.get(n).category)]
+        return chosen + [n for n in own if n not in chosen]
 
     def settings(self) -> dict[str, Any]:
         r"""The configuration that identifies the study's results (its fingerprint).
@@ -160,6 +193,9 @@ class BenchmarkConfig:
     def samples(self) -> list[EvalSample]:
         r"""The study's samples, in a fixed order."""
         if self.dataset == "phantom":
+            split = self.robustness_split()
+            if split is not None:
+                return split.samples(self.limit, self.seed)
             return phantom_samples(self.split, self.limit, self.seed)
         if self.dataset == "mscxr":
             if not self.root:
@@ -346,6 +382,9 @@ def run_benchmark(
         if not worker.is_main:
             return None
         rows = read_rows(sorted(out.glob("results.rank*.jsonl")), settings)
+        split = config.robustness_split()
+        if split is not None:
+            rows = split.columns(rows)  # scores over several rows (a film's two phrases)
         summary = write_report(rows, settings, out)
         _write_overlays(config, out, model, device)
         return summary

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -25,6 +26,9 @@ class EvalSample:
         boxes: ``(x, y, w, h)`` ground-truth boxes in original pixels.
         load: returns the :class:`~captum_matex.data.Radiograph` (lazy, so a
             large dataset is not held in memory).
+        regions: metric name to the boxes that metric is scored against
+            instead of ``boxes`` (e.g. the stated, empty side of the film for
+            ``empty_side_peak``, see :mod:`~captum_matex.evaluation.robustness`).
     """
 
     id: str
@@ -33,6 +37,7 @@ class EvalSample:
     laterality: str | None
     boxes: list[Box]
     load: Callable[[], Radiograph]
+    regions: dict[str, list[Box]] = field(default_factory=dict)
 
 
 def phantom_samples(split: str = "test", limit: int | None = None, seed: int = 0) -> list[EvalSample]:
@@ -43,30 +48,52 @@ def phantom_samples(split: str = "test", limit: int | None = None, seed: int = 0
         limit: keep the first ``limit`` samples with a finding.
         seed: the phantom's seed.
     """
+    films = phantom_films(split, seed)
+    return [phantom_sample(f"phantom-{split}-{seed}-{index}", sample, f"phantom:{split}:{index}")
+            for index, sample in islice(films, limit)]
+
+
+def phantom_films(split: str = "test", seed: int = 0, **options: Any) -> Iterator[tuple[int, Any]]:
+    r"""The phantom films of ``split`` with a finding, in index order, generated lazily.
+
+    Args:
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        seed: the phantom's seed.
+        **options: further :class:`~captum_matex.data.PhantomCXR` arguments
+            (e.g. ``p_second=1.0``).
+
+    Yields:
+        ``(index, PhantomSample)`` pairs.
+    """
     from captum_matex.data import PhantomCXR
 
-    dataset = PhantomCXR(split=split, seed=seed)
-    samples: list[EvalSample] = []
+    dataset = PhantomCXR(split=split, seed=seed, **options)
     for index in range(len(dataset)):
-        if limit is not None and len(samples) >= limit:
-            break
         sample = dataset[index]
-        if not sample.boxes:
-            continue
-        pixels = sample.image[0].numpy().astype(np.float32)
-        samples.append(
-            EvalSample(
-                id=f"phantom-{split}-{seed}-{index}",
-                phrase=sample.phrase,
-                finding=sample.finding,
-                laterality=sample.laterality,
-                boxes=[tuple(map(float, b)) for b in sample.boxes],
-                load=lambda pixels=pixels, index=index: Radiograph(
-                    pixels, f"phantom:{split}:{index}", {"format": "phantom"}
-                ),
-            )
-        )
-    return samples
+        if sample.boxes:
+            yield index, sample
+
+
+def phantom_sample(id: str, sample: Any, source: str, pixels: np.ndarray | None = None,
+                   **fields: Any) -> EvalSample:
+    r"""An :class:`EvalSample` of a :class:`~captum_matex.data.PhantomSample`.
+
+    Args:
+        id: the results key.
+        sample: the phantom sample (its primary finding is explained).
+        source: the radiograph's ``path`` (where it came from).
+        pixels: ``(H, W)`` film to use instead of the sample's own image.
+        **fields: :class:`EvalSample` fields replacing the sample's (``phrase``,
+            ``boxes``, ``regions``, ...).
+    """
+    if pixels is None:
+        pixels = sample.image[0].numpy()
+    pixels = np.asarray(pixels, dtype=np.float32)
+    values = dict(phrase=sample.phrase, finding=sample.finding, laterality=sample.laterality,
+                  boxes=[tuple(map(float, b)) for b in sample.boxes])
+    values.update(fields)
+    return EvalSample(id=id, load=lambda: Radiograph(pixels, source, {"format": "phantom"}),
+                      **values)
 
 
 def mscxr_samples(

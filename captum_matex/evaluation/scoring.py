@@ -50,7 +50,10 @@ def localisation_scores(maps: Tensor, batch: BatchInputs,
     r"""Localisation metrics of input-grid maps, on each sample's original pixel grid.
 
     Maps go back to the original grid one sample at a time (original sizes
-    differ); each metric is called as ``fn(map (1, 1, H, W), mask (1, H, W))``.
+    differ); each metric is called as ``fn(map (1, 1, H, W), mask (1, H, W))``,
+    the mask of the sample's boxes, or of its
+    :attr:`~captum_matex.evaluation.EvalSample.regions` entry named after the
+    metric when it has one.
 
     Args:
         maps (Tensor): ``(B, 1, H, W)`` maps on the model-input grid.
@@ -65,9 +68,12 @@ def localisation_scores(maps: Tensor, batch: BatchInputs,
     originals = maps_to_original(maps[:, 0], batch.geometries)
     for heat, sample in zip(originals, batch.samples):
         heat = heat[None].float()
-        mask = boxes_to_mask([sample.boxes], tuple(heat.shape[-2:]), device=heat.device)
+        size = tuple(heat.shape[-2:])
+        mask = boxes_to_mask([sample.boxes], size, device=heat.device)
         for name, info in infos.items():
-            scores[name].append(float(info.fn(heat, mask)[0]))
+            region = sample.regions.get(name)
+            given = mask if region is None else boxes_to_mask([region], size, device=heat.device)
+            scores[name].append(float(info.fn(heat, given)[0]))
     return scores
 
 

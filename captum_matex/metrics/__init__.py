@@ -8,6 +8,8 @@ r"""Metrics on batched torch tensors, grouped like Quantus.
   Captum's infidelity and max-sensitivity).
 * :mod:`~captum_matex.metrics.sanity`: model-parameter randomisation and
   prompt sensitivity.
+* :mod:`~captum_matex.metrics.robustness`: the scores of the benchmark's
+  robustness splits (empty-side peak, two-finding discrimination).
 
 Each metric returns one value per sample, ``(B,)``. Its score direction,
 category and range are in :data:`METRICS` (name to
@@ -38,6 +40,7 @@ from captum_matex.metrics.localisation import (
     top_k_precision,
 )
 from captum_matex.metrics.registry import METRICS, MetricInfo
+from captum_matex.metrics.robustness import discrimination, empty_side_peak
 from captum_matex.metrics.sanity import (
     prompt_sensitivity,
     randomisation_spearman,
@@ -56,6 +59,8 @@ __all__ = [
     "confidence_drop_increase",
     "confidence_increase",
     "deletion_auc",
+    "discrimination",
+    "empty_side_peak",
     "energy_pointing_game",
     "gaussian_blur",
     "infidelity",

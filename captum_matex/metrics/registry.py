@@ -14,7 +14,7 @@ benchmark); installed packages add metrics through the
 
 from __future__ import annotations
 
-from captum_matex.metrics import faithfulness, localisation, sanity
+from captum_matex.metrics import faithfulness, localisation, robustness, sanity
 from captum_matex.registry import MetricInfo, metrics
 
 __all__ = ["METRICS"]  # MetricInfo stays importable here; it is documented in the registry
@@ -42,6 +42,13 @@ METRICS.update({
     "top_k_precision": MetricInfo(
         localisation.top_k_precision, True, "localisation", (0.0, 1.0),
         "share of the top 10% pixels inside the boxes"),
+    "empty_side_peak": MetricInfo(
+        robustness.empty_side_peak, False, "localisation", (0.0, 1.0),
+        "map maximum on the stated, empty side (side_swap split)", benchmark="optional"),
+    "discrimination": MetricInfo(
+        robustness.discrimination, True, "localisation", (0.0, 1.0),
+        "both phrases of a two-finding film peak in their own boxes (two_finding split; "
+        "from the rows' pointing game)", benchmark="unsupported"),
     "confidence_drop": MetricInfo(
         faithfulness.confidence_drop, False, "faithfulness", (0.0, _INF),
         "100 * max(0, s(x) - s(x * M)) (M2IB)", maps="minmax"),
