@@ -145,6 +145,11 @@ def test_probe_relevance_starts_the_rollout_and_reads_each_block():
             x, explainer.adapter.encode_text(ids()), explainer.attention.block
         )
     assert relevance.shape == (2, 4, 16, 16) and readout.shape == (2, 16)
+    # the row the embedding reads: the probe's attention, averaged over heads
+    with explainer.adapter.explaining():
+        again = explainer.adapter.trace(x, explainer.adapter.encode_text(ids()))
+    torch.testing.assert_close(readout, again.readout_attention.mean((1, 2)), atol=1e-6, rtol=0)
+    torch.testing.assert_close(readout.sum(-1), torch.ones(2), atol=1e-5, rtol=0)
     rows = MultiScaleRollout(windows=(1,))(relevance, 0, readout=readout)[:, 0]
     step = torch.eye(16) + relevance[:, -1]
     step = step / step.sum(-1, keepdim=True)

@@ -71,7 +71,7 @@ class LayerConsistency:
         Args:
             block_relevance: ``(B, L, T, T)`` from :class:`GradWeightedAttention`.
             num_prefix_tokens: tokens before the patches (CLS at index 0).
-            readout: ``(B, T)`` relevance of the tokens an attention-pooling
+            readout: ``(B, T)`` weights of the tokens an attention-pooling
                 probe reads (SigLIP): block ``l``'s map is then
                 :math:`r\,\bar A^l`, the rows it reads, instead of the CLS row.
         """

@@ -47,8 +47,8 @@ class RolloutStage(Protocol):
         r"""``(B, L, T, T)`` relevances -> ``(B, K, N)`` patch maps (the CLS row).
 
         For a model read by an attention-pooling probe (SigLIP), MATEX also
-        passes ``readout=``, the ``(B, T)`` relevance of the probe over the
-        last block's tokens, which takes the place of the CLS row; a stage
+        passes ``readout=``, the ``(B, T)`` weights with which the probe reads
+        the last block's tokens, which take the place of the CLS row; a stage
         without that keyword serves class-token models only."""
         ...
 

@@ -32,7 +32,7 @@ def rollout(block_relevance: Tensor) -> Tensor:
 
 class MultiScaleRollout:
     r"""Rollouts over several depth windows, each read at the CLS row (or the
-    readout probe's relevance).
+    weights with which an attention-pooling probe reads the tokens).
 
     A window is an ``int`` ``k`` (the last ``k`` blocks) or a ``float``
     ``f`` in (0, 1] (the last ``ceil(f * L)`` blocks). The default covers the
@@ -75,8 +75,9 @@ class MultiScaleRollout:
         Args:
             block_relevance: ``(B, L, T, T)`` from :class:`GradWeightedAttention`.
             num_prefix_tokens: tokens before the patches (CLS at index 0).
-            readout: ``(B, T)`` relevance of the tokens the image embedding
-                reads, for an attention-pooling probe (SigLIP); ``None``: the
+            readout: ``(B, T)`` weights of the tokens the image embedding
+                reads, for an attention-pooling probe (SigLIP: its attention,
+                :func:`~captum_matex.explainer.readout_row`); ``None``: the
                 class token's row.
 
         Returns:
