@@ -1,13 +1,14 @@
 r"""
-Train the embedded phantom CLIP from scratch, reproducibly from a seed.
+Train the embedded phantom CLIP or SigLIP from scratch, reproducibly from a seed.
 
 Usage, from the root of a source checkout with the package installed
 (``pip install -e .``)::
 
-    python tools/train_phantom.py --seed 0 --out DIR [--steps N]
+    python tools/train_phantom.py --seed 0 --out DIR [--steps N] [--family siglip]
 
 It is a development tool, kept out of the installed package; the weights it
-trained ship in ``captum_matex/zoo/phantom_clip/``.
+trained ship in ``captum_matex/zoo/phantom_clip/`` (``--family clip``, the
+default) and ``captum_matex/zoo/phantom_siglip/`` (``--family siglip``).
 
 The script
 
@@ -29,6 +30,17 @@ The script
      classifiers on the image embedding, which break the left/right symmetry
      that the contrastive losses alone sit in for hundreds of steps, and a
      patch head predicting which patches a finding covers;
+   With ``--family siglip`` the model is a transformers ``SiglipModel``
+   (``map`` attention-pooling head, text pooled at the last, padded,
+   position, no attention mask), its logit scale and bias are learnt from
+   SigLIP's initial ``log(10)`` and ``-10`` (``--logit-lr-mult`` scales
+   their learning rate), and the two image-text terms
+   (image-to-phrase and text-to-image) are SigLIP's pairwise sigmoid loss
+   (every valid image-phrase pair a binary task: positive, negative or
+   ignored as above) instead of softmax cross-entropy; the side, finding
+   and auxiliary losses are the same;
+   ``--init DIR`` starts from a model saved by an earlier run of the same
+   family (new optimiser, learning-rate schedule and auxiliary heads);
 3. keeps the checkpoint with the best validation accuracy
    (``PhantomCXR("val", seed)``), saves it with the processor to ``--out``
    and writes ``metrics.json`` and ``TRAINING.md`` (command, seed, wall
@@ -64,6 +76,7 @@ from captum_matex.data.phantom import (
     swap_laterality,
 )
 from captum_matex.zoo.phantom_clip import (
+    CONTEXT_LENGTH,
     IMAGE_MEAN,
     IMAGE_SIZE,
     IMAGE_STD,
@@ -75,6 +88,7 @@ from captum_matex.zoo.phantom_clip import (
 )
 
 ZONES = ("upper", "mid", "lower")
+FAMILIES = ("clip", "siglip")
 SIDES = ("left", "right", "bilateral", None)
 
 
@@ -375,12 +389,33 @@ def multi_positive_ce(logits: torch.Tensor, pos: torch.Tensor, valid: torch.Tens
     return (denom - num).mean()
 
 
+def sigmoid_pairs(logits: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    r"""
+    SigLIP's pairwise sigmoid loss: every valid pair is a binary task
+    (``pos``: label 1, else -1); summed over a row's pairs, averaged over rows.
+    """
+    sign = pos.to(logits.dtype) * 2 - 1
+    return -(F.logsigmoid(sign * logits) * valid).sum(1).mean()
+
+
 def losses(
-    img: torch.Tensor, txt: torch.Tensor, t: Dict[str, torch.Tensor], scale: float
+    img: torch.Tensor,
+    txt: torch.Tensor,
+    t: Dict[str, torch.Tensor],
+    scale: Any,
+    bias: Any = None,
+    sigmoid: bool = False,
 ) -> Dict[str, torch.Tensor]:
-    r"""All training losses for one batch (see the module docstring)."""
+    r"""
+    All training losses for one batch (see the module docstring); with
+    ``sigmoid`` the image-text terms are SigLIP's sigmoid loss on the logits
+    ``scale * cos + bias``.
+    """
+    pair_loss = sigmoid_pairs if sigmoid else multi_positive_ce
     logits = scale * img @ txt.T  # (B, P)
-    out = {"phrase": multi_positive_ce(logits, t["pos"], t["valid"])}
+    if bias is not None:
+        logits = logits + bias
+    out = {"phrase": pair_loss(logits, t["pos"], t["valid"])}
     if len(t["side_rows"]):
         pair = logits[t["side_rows"][:, None], t["side_idx"]]
         out["side"] = F.cross_entropy(pair, torch.zeros(len(pair), dtype=torch.long))
@@ -390,8 +425,10 @@ def losses(
     out["finding"] = F.cross_entropy(cand, t["cand_target"])
     own = txt[t["own"]]  # (B, D): each image's own phrase
     t2i = scale * own @ img.T  # (B texts, B images)
+    if bias is not None:
+        t2i = t2i + bias
     eye = torch.eye(len(img), dtype=torch.bool)
-    out["t2i"] = multi_positive_ce(t2i, eye, eye | ~t["same"])
+    out["t2i"] = pair_loss(t2i, eye, eye | ~t["same"])
     return out
 
 
@@ -431,6 +468,94 @@ def evaluate_bank(
         "per_finding": {f: round(float(np.mean(v)), 3) for f, v in hit.items() if v},
         "per_finding_side": {f: round(float(np.mean(v)), 3) for f, v in side.items() if v},
     }
+
+
+# --------------------------------------------------------------------------
+# model families: where CLIP and SigLIP differ
+# --------------------------------------------------------------------------
+
+
+def build_model(family: str, processor: Any, args: argparse.Namespace) -> Tuple[Any, int]:
+    r"""
+    A new model of ``family`` and its joint embedding size.
+
+    CLIP: ``CLIPModel``, logit scale frozen at 1/0.07. SigLIP:
+    ``SiglipModel`` with the ``map`` head, logit scale and bias learnt from
+    ``log(10)`` and ``-10``.
+    """
+    sizes = dict(vision_width=args.vision_width, vision_layers=args.vision_layers, text_layers=args.text_layers)
+    if family == "siglip":
+        from transformers import SiglipModel
+
+        from captum_matex.zoo.phantom_siglip import build_config as siglip_config
+        from captum_matex.zoo.phantom_siglip import init_logit_parameters
+
+        config = siglip_config(len(processor.tokenizer), **sizes)
+        model = SiglipModel(config)
+        init_logit_parameters(model)
+        return model, config.text_config.projection_size
+    from transformers import CLIPModel
+
+    config = build_config(len(processor.tokenizer), **sizes)
+    model = CLIPModel(config)
+    model.logit_scale.requires_grad_(False)
+    return model, config.projection_dim
+
+
+def family_processor(family: str) -> Any:
+    r"""The processor a model of ``family`` ships with."""
+    if family == "siglip":
+        from captum_matex.zoo.phantom_siglip import build_siglip_processor
+
+        return build_siglip_processor()
+    return build_processor()
+
+
+def text_inputs(family: str, processor: Any, phrases: Sequence[str]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    r"""
+    Token ids and attention mask of ``phrases`` as the model reads them:
+    CLIP pads to the longest phrase with a mask; SigLIP pads to the context
+    length without one (the text embedding is the last, padded, position).
+    """
+    tok = processor.tokenizer
+    if family == "siglip":
+        enc = tok(list(phrases), padding="max_length", max_length=CONTEXT_LENGTH, truncation=True, return_tensors="pt")
+        return enc["input_ids"], None
+    enc = tok(list(phrases), padding=True, truncation=True, return_tensors="pt")
+    return enc["input_ids"], enc["attention_mask"]
+
+
+def image_forward(family: str, model: Any, pixels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    r"""
+    Normalised image embeddings and last-block patch tokens: CLIP projects
+    the class token and drops it from the patches; SigLIP's embedding is its
+    ``map`` head and every token is a patch.
+    """
+    vis = model.vision_model(pixel_values=pixels)
+    if family == "siglip":
+        return F.normalize(vis.pooler_output, dim=-1), vis.last_hidden_state
+    return F.normalize(model.visual_projection(vis.pooler_output), dim=-1), vis.last_hidden_state[:, 1:]
+
+
+def logit_parameters(family: str, model: Any) -> Tuple[Any, Any]:
+    r"""
+    Logit scale and bias for the losses: CLIP's fixed scale (a float, no
+    bias); SigLIP's learnt ``exp(logit_scale)`` and ``logit_bias`` (tensors).
+    """
+    if family == "siglip":
+        return model.logit_scale.exp(), model.logit_bias
+    return float(model.logit_scale.exp()), None
+
+
+def load_family(family: str, directory: Path) -> Tuple[Any, Any]:
+    r"""Load a saved model of ``family`` with the package loader."""
+    if family == "siglip":
+        from captum_matex.zoo.phantom_siglip import phantom_siglip
+
+        return phantom_siglip(directory)
+    from captum_matex.zoo.phantom_clip import phantom_clip
+
+    return phantom_clip(directory)
 
 
 class AuxHeads(torch.nn.Module):
@@ -487,6 +612,7 @@ def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     r"""Command-line options."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--family", choices=FAMILIES, default="clip", help="CLIPModel or SiglipModel")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--steps", type=int, default=3000)
@@ -501,6 +627,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workers", type=int, default=2, help="processes rendering the bank")
     p.add_argument("--cache", type=Path, default=None, help="directory caching rendered banks")
+    p.add_argument("--w-phrase", type=float, default=1.0, help="image-to-phrase term")
     p.add_argument("--w-side", type=float, default=1.0)
     p.add_argument("--w-finding", type=float, default=1.0)
     p.add_argument("--w-t2i", type=float, default=0.5)
@@ -508,7 +635,25 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--vision-width", type=int, default=128)
     p.add_argument("--vision-layers", type=int, default=4)
     p.add_argument("--text-layers", type=int, default=2)
+    p.add_argument(
+        "--logit-lr-mult",
+        type=float,
+        default=1.0,
+        help="learning-rate multiplier of the learnt logit scale and bias (SigLIP)",
+    )
+    p.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="start from the weights saved in this directory (a previous run of the same family)",
+    )
     p.add_argument("--max-minutes", type=float, default=0.0, help="stop early after this wall time (0: off)")
+    p.add_argument(
+        "--unseen-seed",
+        type=int,
+        default=None,
+        help="also report the test split of this phantom seed (one not trained or selected on)",
+    )
     return p.parse_args(argv)
 
 
@@ -538,40 +683,33 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         log.write(json.dumps(rec) + "\n")
         log.flush()
 
-    processor = build_processor()
-    from transformers import CLIPModel
-
-    config = build_config(
-        len(processor.tokenizer),
-        vision_width=args.vision_width,
-        vision_layers=args.vision_layers,
-        text_layers=args.text_layers,
-    )
-    model = CLIPModel(config)
-    model.logit_scale.requires_grad_(False)
-    scale = float(model.logit_scale.exp())
+    processor = family_processor(args.family)
+    model, embed_dim = build_model(args.family, processor, args)
+    if args.init is not None:
+        model.load_state_dict(load_family(args.family, args.init)[0].state_dict())
+    sigmoid = args.family == "siglip"
     n_params = sum(p.numel() for p in model.parameters())
 
     table = phrase_table()
     phrases = sorted(table)
     targets = Targets(phrases, table)
-    enc = processor.tokenizer(phrases, padding=True, truncation=True, return_tensors="pt")
-    txt_ids, txt_mask = enc["input_ids"], enc["attention_mask"]
+    txt_ids, txt_mask = text_inputs(args.family, processor, phrases)
 
     train_x, train_meta = load_or_render(args.cache, "train", args.seed, args.bank, args.workers)
     val_x, val_meta = load_or_render(args.cache, "val", args.seed, args.val, args.workers)
     report({"event": "banks", "train": len(train_x), "val": len(val_x), "params": n_params})
 
-    heads = AuxHeads(config.projection_dim, config.vision_config.hidden_size)
+    heads = AuxHeads(embed_dim, args.vision_width)
     params = [p for p in list(model.parameters()) + list(heads.parameters()) if p.requires_grad]
+    fast = [p for n, p in model.named_parameters() if n in ("logit_scale", "logit_bias") and p.requires_grad]
+    fast = fast if args.logit_lr_mult != 1.0 else []
     decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": args.wd}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=args.lr,
-        betas=(0.9, 0.98),
-    )
-    weights = {"phrase": 1.0, "side": args.w_side, "finding": args.w_finding, "t2i": args.w_t2i}
+    no_decay = [p for p in params if p.ndim < 2 and not any(p is q for q in fast)]
+    groups = [{"params": decay, "weight_decay": args.wd}, {"params": no_decay, "weight_decay": 0.0}]
+    if fast:
+        groups.append({"params": fast, "weight_decay": 0.0, "lr_mult": args.logit_lr_mult})
+    opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.98))
+    weights = {"phrase": args.w_phrase, "side": args.w_side, "finding": args.w_finding, "t2i": args.w_t2i}
     weights.update(aux_finding=args.w_aux, aux_side=args.w_aux, aux_patch=args.w_aux)
     best: Tuple[float, int, Dict[str, Any]] = (-1.0, -1, {})
     best_state: Dict[str, torch.Tensor] = {}
@@ -580,17 +718,17 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     step = 0
     for step in range(args.steps):
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
+            g["lr"] = lr_at(step, args.steps, args.lr, args.warmup) * g.get("lr_mult", 1.0)
         idx = torch.randint(0, len(train_x), (args.batch,), generator=gen)
         metas = [train_meta[i] for i in idx.tolist()]
         pixels = normalise(augment(train_x[idx], gen))
         t = batch_targets(targets, metas)
-        vis = model.vision_model(pixel_values=pixels)
-        img = F.normalize(model.visual_projection(vis.pooler_output), dim=-1)
+        img, patches = image_forward(args.family, model, pixels)
         txt = encode_texts(model, txt_ids, txt_mask)
-        parts = losses(img, txt, t, scale)
+        scale, bias = logit_parameters(args.family, model)
+        parts = losses(img, txt, t, scale, bias, sigmoid)
         if args.w_aux > 0:
-            parts.update(aux_losses(heads, img, vis.last_hidden_state[:, 1:], metas))
+            parts.update(aux_losses(heads, img, patches, metas))
         loss = sum(weights[k] * v for k, v in parts.items())
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -598,6 +736,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         opt.step()
         if step % 25 == 0:
             rec = {k: round(float(v.detach()), 4) for k, v in parts.items()}
+            if sigmoid:
+                rec.update(logit_scale=round(float(scale.detach()), 3), logit_bias=round(float(bias.detach()), 3))
             rec.update(step=step, s_per_step=round((time.time() - step_t) / (25 if step else 1), 3))
             report(rec)
             step_t = time.time()
@@ -617,16 +757,23 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     model.load_state_dict(best_state)
     model.eval()
     save_pretrained(model, processor, args.out)
-    from captum_matex.zoo.phantom_clip import phantom_clip
-
-    loaded, proc = phantom_clip(args.out)
+    loaded, proc = load_family(args.family, args.out)
     test = evaluate_zero_shot(loaded, proc, n=args.test, split="test", seed=0)
+    extra: Dict[str, Any] = {}
+    if args.family != "clip":
+        extra["family"] = args.family
+        extra["logit_scale"] = float(loaded.logit_scale.detach().exp())
+        extra["logit_bias"] = float(loaded.logit_bias.detach())
+    if args.unseen_seed is not None:
+        extra["test_unseen_seed"] = args.unseen_seed
+        extra["test_unseen"] = evaluate_zero_shot(loaded, proc, n=args.test, split="test", seed=args.unseen_seed)
     metrics = {
         "seed": args.seed,
         "steps_run": step + 1,
         "best_step": best[1],
         "val": best[2],
         "test": test,
+        **extra,
         "params": n_params,
         "train_wall_s": round(train_s, 1),
         "total_wall_s": round(time.time() - t0, 1),
@@ -634,7 +781,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     }
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     write_training_md(args, metrics, argv)
-    report({"event": "done", "test": test})
+    report({"event": "done", "test": test, **{k: v for k, v in extra.items() if k == "test_unseen"}})
     log.close()
     return metrics
 
@@ -644,8 +791,9 @@ def write_training_md(args: argparse.Namespace, metrics: Dict[str, Any], argv: O
     cmd = "python tools/train_phantom.py " + " ".join(argv if argv is not None else sys.argv[1:])
     test = metrics["test"]
     size_mb = (args.out / "model.safetensors").stat().st_size / 2**20
+    title = {"clip": "CLIP", "siglip": "SigLIP"}[args.family]
     lines = [
-        "# Phantom CLIP: training record",
+        f"# Phantom {title}: training record",
         "",
         f"- command: `{cmd}`",
         f"- seed: {args.seed}",
@@ -667,6 +815,22 @@ def write_training_md(args: argparse.Namespace, metrics: Dict[str, Any], argv: O
         fa = test["per_finding"].get(f)
         sa = test["per_finding_side"].get(f)
         lines.append(f"| {f} | {'' if fa is None else f'{fa:.3f}'} | {'' if sa is None else f'{sa:.3f}'} |")
+    if "test_unseen" in metrics:
+        unseen = metrics["test_unseen"]
+        lines += [
+            "",
+            f"## Zero-shot accuracy, unseen seed (`PhantomCXR(split='test', seed={metrics['test_unseen_seed']})`, "
+            f"n={unseen['n']}, side n={unseen['n_side']})",
+            "",
+            f"- finding: {unseen['finding_acc']:.3f}",
+            f"- side: {unseen['side_acc']:.3f}",
+        ]
+    if "logit_scale" in metrics:
+        lines += [
+            "",
+            f"Learnt logit scale exp(t) = {metrics['logit_scale']:.2f}, bias b = {metrics['logit_bias']:.2f} "
+            "(initialised at 10 and -10).",
+        ]
     val = metrics["val"]
     lines += [
         "",

@@ -3,6 +3,8 @@ Embedded default models, loadable offline from package files.
 
 - :func:`phantom_clip`: a small CLIP trained on the chest-radiograph
   phantom (:class:`captum_matex.data.PhantomCXR`), with a 14 x 14 patch grid.
+- :func:`phantom_siglip`: a small SigLIP (``map`` attention-pooling head,
+  sigmoid logit) trained on the same phantom, with the same grid.
 - :func:`phantom_atlas` / :func:`phantom_prior`: the anatomical prior fitted
   to the phantom's mean anatomy.
 - :func:`evaluate_zero_shot`: finding and side accuracy of a model on the
@@ -21,11 +23,13 @@ from captum_matex.zoo.phantom_clip import (
     save_pretrained,
 )
 from captum_matex.zoo.phantom_atlas import phantom_atlas, phantom_prior
+from captum_matex.zoo.phantom_siglip import PhantomSiglipProcessor, phantom_siglip
 
 __all__ = [
     "CONTEXT_LENGTH",
     "MODEL_DIR",
     "PhantomCLIPProcessor",
+    "PhantomSiglipProcessor",
     "build_config",
     "build_processor",
     "build_tokenizer",
@@ -33,5 +37,6 @@ __all__ = [
     "phantom_atlas",
     "phantom_clip",
     "phantom_prior",
+    "phantom_siglip",
     "save_pretrained",
 ]

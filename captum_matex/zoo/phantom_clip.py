@@ -380,8 +380,10 @@ def _embed_texts(model: Any, processor: Any, phrases: Sequence[str]) -> torch.Te
     r"""L2-normalised text embeddings of ``phrases``."""
     device = next(model.parameters()).device
     enc = processor(text=list(phrases), return_tensors="pt")
+    mask = enc.get("attention_mask")  # None for a processor without one (SigLIP)
     out = model.get_text_features(
-        input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device)
+        input_ids=enc["input_ids"].to(device),
+        attention_mask=None if mask is None else mask.to(device),
     )
     out = getattr(out, "pooler_output", out)
     return torch.nn.functional.normalize(out, dim=-1)
