@@ -301,3 +301,15 @@ def test_the_support_matrix_is_what_the_constructors_do():
     assert matrix["m2ib"]["transformers-siglip"].startswith("M2IB needs a class token")
     table = support_table()
     assert "✗ needs a class token" in table and table.count("   * - ") == len(matrix) + 1
+
+
+def test_matex_demo_runs_on_the_embedded_phantom_siglip(tmp_path):
+    import json
+
+    from captum_matex.cli import main
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--model", "phantom-siglip", "--cases", "4", "--out", str(out)]) == 0
+    summary = json.loads((out / "demo_summary.json").read_text())
+    assert summary["model"] == "phantom-siglip" and len(summary["cases"]) == 4
+    assert all((out / case["figure"]).stat().st_size > 1000 for case in summary["cases"])
