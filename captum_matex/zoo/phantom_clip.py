@@ -243,6 +243,29 @@ def build_processor(tokenizer: Any = None) -> PhantomCLIPProcessor:
     )
 
 
+def tower_settings(
+    vocab_size: int, vision_width: int, vision_layers: int, text_width: int, text_layers: int
+) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    r"""
+    The text and vision tower settings the embedded phantom models share
+    (word-level vocabulary, 16-token context, 112 px input, 8 px patches).
+
+    Returns:
+        tuple: ``(text, vision)`` keyword arguments for the towers' configs.
+    """
+    text = dict(
+        vocab_size=vocab_size, hidden_size=text_width, intermediate_size=4 * text_width,
+        num_hidden_layers=text_layers, num_attention_heads=4,
+        max_position_embeddings=CONTEXT_LENGTH, pad_token_id=0, bos_token_id=2, eos_token_id=3,
+    )
+    vision = dict(
+        hidden_size=vision_width, intermediate_size=4 * vision_width,
+        num_hidden_layers=vision_layers, num_attention_heads=4, image_size=IMAGE_SIZE,
+        patch_size=PATCH_SIZE, num_channels=3,
+    )
+    return text, vision
+
+
 def build_config(
     vocab_size: int,
     vision_width: int = 128,
@@ -268,28 +291,11 @@ def build_config(
     """
     from transformers import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 
-    text = CLIPTextConfig(
-        vocab_size=vocab_size,
-        hidden_size=text_width,
-        intermediate_size=4 * text_width,
-        num_hidden_layers=text_layers,
-        num_attention_heads=4,
-        max_position_embeddings=CONTEXT_LENGTH,
-        pad_token_id=0,
-        bos_token_id=2,
-        eos_token_id=3,
-        projection_dim=projection_dim,
+    text_settings, vision_settings = tower_settings(
+        vocab_size, vision_width, vision_layers, text_width, text_layers
     )
-    vision = CLIPVisionConfig(
-        hidden_size=vision_width,
-        intermediate_size=4 * vision_width,
-        num_hidden_layers=vision_layers,
-        num_attention_heads=4,
-        image_size=IMAGE_SIZE,
-        patch_size=PATCH_SIZE,
-        num_channels=3,
-        projection_dim=projection_dim,
-    )
+    text = CLIPTextConfig(**text_settings, projection_dim=projection_dim)
+    vision = CLIPVisionConfig(**vision_settings, projection_dim=projection_dim)
     return CLIPConfig(
         text_config=text.to_dict(),
         vision_config=vision.to_dict(),
@@ -330,25 +336,47 @@ def phantom_clip(
         ...                   images=[sample.image], return_tensors="pt")
         >>> out = model(**batch)
     """
-    from transformers import CLIPModel, CLIPProcessor
+    from transformers import CLIPModel
 
-    directory = Path(path) if path is not None else MODEL_DIR
+    return load_embedded(path or MODEL_DIR, CLIPModel, PhantomCLIPProcessor, "",
+                         attn_implementation, device)
+
+
+def load_embedded(
+    directory: Union[str, os.PathLike],
+    model_class: Any,
+    processor_class: Any,
+    train_flags: str,
+    attn_implementation: str,
+    device: Optional[Union[str, torch.device]],
+) -> Tuple[Any, Any]:
+    r"""
+    Load an embedded phantom model of ``model_class`` and its processor
+    (``processor_class`` around the saved tokenizer and image processor)
+    from ``directory``, offline, safetensors only.
+
+    Raises:
+        FileNotFoundError: ``directory`` holds no ``model.safetensors``; the
+            message names the training command (with ``train_flags``).
+    """
+    from transformers import CLIPProcessor
+
+    directory = Path(directory)
     if not (directory / "model.safetensors").is_file():
         raise FileNotFoundError(
             f"no model.safetensors in {directory}; train one with "
-            "`python tools/train_phantom.py --out DIR` (from a source checkout) and pass path=DIR"
+            f"`python tools/train_phantom.py {train_flags}--out DIR` (from a source checkout) "
+            "and pass path=DIR"
         )
     with _offline():
-        model = CLIPModel.from_pretrained(
+        model = model_class.from_pretrained(
             str(directory),
             local_files_only=True,
             use_safetensors=True,
             attn_implementation=attn_implementation,
         )
         base = CLIPProcessor.from_pretrained(str(directory), local_files_only=True)
-    processor = PhantomCLIPProcessor(
-        image_processor=base.image_processor, tokenizer=base.tokenizer
-    )
+    processor = processor_class(image_processor=base.image_processor, tokenizer=base.tokenizer)
     model.eval()
     if device is not None:
         model.to(device)

@@ -30,11 +30,10 @@ import torch
 
 from captum_matex.zoo.phantom_clip import (
     CONTEXT_LENGTH,
-    IMAGE_SIZE,
-    PATCH_SIZE,
     PhantomCLIPProcessor,
-    _offline,
     build_tokenizer,
+    load_embedded,
+    tower_settings,
 )
 from captum_matex.zoo.phantom_clip import _image_processor
 
@@ -144,28 +143,11 @@ def build_config(
     """
     from transformers import SiglipConfig, SiglipTextConfig, SiglipVisionConfig
 
-    text = SiglipTextConfig(
-        vocab_size=vocab_size,
-        hidden_size=text_width,
-        intermediate_size=4 * text_width,
-        num_hidden_layers=text_layers,
-        num_attention_heads=4,
-        max_position_embeddings=CONTEXT_LENGTH,
-        pad_token_id=0,
-        bos_token_id=2,
-        eos_token_id=3,
-        projection_size=vision_width,
+    text_settings, vision_settings = tower_settings(
+        vocab_size, vision_width, vision_layers, text_width, text_layers
     )
-    vision = SiglipVisionConfig(
-        hidden_size=vision_width,
-        intermediate_size=4 * vision_width,
-        num_hidden_layers=vision_layers,
-        num_attention_heads=4,
-        image_size=IMAGE_SIZE,
-        patch_size=PATCH_SIZE,
-        num_channels=3,
-        vision_use_head=True,
-    )
+    text = SiglipTextConfig(**text_settings, projection_size=vision_width)
+    vision = SiglipVisionConfig(**vision_settings, vision_use_head=True)
     return SiglipConfig(text_config=text.to_dict(), vision_config=vision.to_dict())
 
 
@@ -217,25 +199,7 @@ def phantom_siglip(
         ...                   images=[sample.image], return_tensors="pt")
         >>> logit = model(**batch).logits_per_image  # exp(t) cos + b
     """
-    from transformers import CLIPProcessor, SiglipModel
+    from transformers import SiglipModel
 
-    directory = Path(path) if path is not None else MODEL_DIR
-    if not (directory / "model.safetensors").is_file():
-        raise FileNotFoundError(
-            f"no model.safetensors in {directory}; train one with "
-            "`python tools/train_phantom.py --family siglip --out DIR` (from a source "
-            "checkout) and pass path=DIR"
-        )
-    with _offline():
-        model = SiglipModel.from_pretrained(
-            str(directory),
-            local_files_only=True,
-            use_safetensors=True,
-            attn_implementation=attn_implementation,
-        )
-        base = CLIPProcessor.from_pretrained(str(directory), local_files_only=True)
-    processor = PhantomSiglipProcessor(image_processor=base.image_processor, tokenizer=base.tokenizer)
-    model.eval()
-    if device is not None:
-        model.to(device)
-    return model, processor
+    return load_embedded(path or MODEL_DIR, SiglipModel, PhantomSiglipProcessor,
+                         "--family siglip ", attn_implementation, device)
