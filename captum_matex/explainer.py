@@ -220,14 +220,14 @@ class VisionLanguageAttribution(GradientAttribution):
     ) -> tuple[VisionTrace, Tensor, Tensor | None]:
         r"""One forward and one backward pass giving ``reduce(A^l, dS/dA^l)`` for
         every block ``l``, stacked to ``(B, L, T, T)``, and the ``(B, T)`` row
-        the image embedding reads (:func:`readout_row`; ``None`` with a class
-        token). The returned trace has no attentions left."""
+        the image embedding reads (:meth:`VisionTrace.readout_weights`; ``None``
+        with a class token). The returned trace has no attentions left."""
         with torch.enable_grad():
             trace = self.adapter.trace(
                 images.detach().requires_grad_(True), text_embeddings, attentions=True
             )
-            readout = readout_row(trace)
-            ((relevance, _),) = attention_relevance(trace, [trace.score], reduce)
+            readout = trace.readout_weights()
+            (relevance,) = block_relevance(trace, [trace.score], reduce)
         return trace, relevance, readout
 
 
@@ -399,21 +399,6 @@ class Explainer(VisionLanguageAttribution):
         return normalize(maps, self.normalize, scale=scale, dtype=images.dtype).contiguous()
 
 
-def readout_row(trace: VisionTrace) -> Tensor | None:
-    r"""The ``(B, T)`` weights with which an attention-pooling probe reads the
-    last block's tokens (its attention, averaged over heads and queries), or
-    ``None`` when the embedding is the class token.
-
-    This is the probe's counterpart of the class token's one-hot row: what
-    the image embedding is made of, not weighted by gradients. MATEX starts
-    its rollout from it. (Weighting it by the gradient as well, as the blocks
-    are, was measured worse: on the phantom SigLIP's validation films the
-    pointing game fell from 0.86 to 0.56.)
-    """
-    probe = trace.readout_attention
-    return None if probe is None else probe.detach().mean((1, 2))
-
-
 def block_relevance(
     trace: VisionTrace, scores: list[Tensor], reduce: BlockReduction
 ) -> list[Tensor]:
@@ -426,21 +411,8 @@ def block_relevance(
     during the last backward pass the attention probabilities are released as
     it goes. ``trace.attentions`` is emptied.
     """
-    return [blocks for blocks, _ in attention_relevance(trace, scores, reduce)]
-
-
-def attention_relevance(
-    trace: VisionTrace, scores: list[Tensor], reduce: BlockReduction
-) -> list[tuple[Tensor, Tensor | None]]:
-    r""":func:`block_relevance` and, for an attention-pooling readout, the
-    probe's relevance ``reduce(A_probe, dS/dA_probe)`` over the last block's
-    tokens, ``(B, T)`` (``None`` with a class token), from the same backward
-    passes: ``(blocks, readout)`` per score. ``trace.attentions`` and
-    ``trace.readout_attention`` are emptied."""
-    probe = trace.readout_attention
-    pending: list[Tensor | None] = list(trace.attentions) + ([probe] if probe is not None else [])
+    pending: list[Tensor | None] = list(trace.attentions)
     trace.attentions = []
-    trace.readout_attention = None
     first = pending[0]
     results = []
     for position, score in enumerate(scores):
@@ -461,9 +433,5 @@ def attention_relevance(
         finally:
             for handle in handles:
                 handle.remove()
-        if probe is None:
-            results.append((torch.stack(reduced, 1), None))
-        else:
-            readout = reduced.pop()
-            results.append((torch.stack(reduced, 1), readout.mean(1) if readout.ndim == 3 else readout))
+        results.append(torch.stack(reduced, 1))
     return results

@@ -16,9 +16,8 @@ from captum_matex.explainer import (
     DEFAULT,
     Explainer,
     OutputKind,
-    attention_relevance,
+    block_relevance,
     format_maps,
-    readout_row,
 )
 from captum_matex.stages.anatomy import AnatomicalPrior
 from captum_matex.stages.attention import GradWeightedAttention
@@ -287,13 +286,13 @@ class MATEX(Explainer):
                 )
                 scores = self.adapter.target(trace.image_embeddings[:, None], embeddings)
                 trace.image_embeddings = None
-                readout = readout_row(trace)  # what the embedding reads: the same for every phrase
-                relevances = attention_relevance(
+                readout = trace.readout_weights()  # what the embedding reads: every phrase's
+                relevances = block_relevance(
                     trace, list(scores.unbind(1)), self.attention.block
                 )
         maps, diagnostics = [], []
         with torch.no_grad():
-            for k, (relevance, _) in enumerate(relevances):
+            for k, relevance in enumerate(relevances):
                 trace_k = replace(trace, score=scores[:, k].detach(),
                                   text_embeddings=embeddings[:, k].detach())
                 phrases_k = [row[k] for row in per_image]
@@ -308,7 +307,7 @@ class MATEX(Explainer):
         grid = trace.grid
         batch = images.shape[0]
         prefix = trace.num_prefix_tokens
-        # an attention-pooling probe's attention (readout_row) replaces the class token's row
+        # an attention-pooling probe's attention (trace.readout_weights()) replaces the class token's row
         extra = {} if readout is None else {"readout": readout}
         rollouts = self.rollout(relevance, prefix, **extra) if self.rollout is not None else None
         consistency = (

@@ -77,7 +77,7 @@ class MultiScaleRollout:
             num_prefix_tokens: tokens before the patches (CLS at index 0).
             readout: ``(B, T)`` weights of the tokens the image embedding
                 reads, for an attention-pooling probe (SigLIP: its attention,
-                :func:`~captum_matex.explainer.readout_row`); ``None``: the
+                :meth:`~captum_matex.adapters.VisionTrace.readout_weights`); ``None``: the
                 class token's row.
 
         Returns:
