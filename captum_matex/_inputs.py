@@ -16,7 +16,9 @@ class ResolvedText:
     r"""Text of a batch in the forms explainers use.
 
     Attributes:
-        embeddings: ``(B, E)`` text embeddings (detached).
+        embeddings: ``(B, E)`` text embeddings (detached), or what the
+            adapter's target takes instead (a generative model's ``(B, L)``
+            phrase token ids).
         phrases: the phrases as strings where known (from strings or decoded
             token ids), else ``None`` (text given as embeddings).
     """
@@ -242,7 +244,7 @@ def resolve_text(
         )
     text = text.to(device)
     if text.is_floating_point():
-        return ResolvedText(check_text_embeddings(text, adapter), None)
+        return ResolvedText(adapter.text_embeddings(check_text_embeddings(text, adapter)), None)
     if text.shape[1] > adapter.context_length:
         raise ValueError(
             f"token ids have length {text.shape[1]} but the text encoder's context "

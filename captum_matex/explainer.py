@@ -157,6 +157,8 @@ class VisionLanguageAttribution(GradientAttribution):
             strings.
         eval_mode: put the model in eval mode during ``attribute`` (restored
             afterwards).
+        prompt: for a generative model, the text between the image and the
+            explained phrase (default: the family's, e.g. ``"Findings:"``).
     """
 
     #: the method's name in tables and figures (default: the class name)
@@ -166,9 +168,10 @@ class VisionLanguageAttribution(GradientAttribution):
     requires: frozenset[str] = frozenset()
 
     def __init__(
-        self, model: nn.Module | VisionLanguageAdapter, tokenizer=None, eval_mode: bool = True
+        self, model: nn.Module | VisionLanguageAdapter, tokenizer=None, eval_mode: bool = True,
+        prompt: str | Sequence[int] | None = None,
     ) -> None:
-        self.adapter = get_adapter(model, tokenizer)
+        self.adapter = get_adapter(model, tokenizer, prompt)
         refusal = self.adapter.refusal(self.get_name(), self.requires)
         if refusal is not None:
             raise ValueError(refusal)
@@ -217,18 +220,21 @@ class VisionLanguageAttribution(GradientAttribution):
 
     def _attention_relevance(
         self, images: Tensor, text_embeddings: Tensor, reduce: BlockReduction
-    ) -> tuple[VisionTrace, Tensor, Tensor | None]:
+    ) -> tuple[VisionTrace, Tensor, Tensor | None, Tensor | None]:
         r"""One forward and one backward pass giving ``reduce(A^l, dS/dA^l)`` for
-        every block ``l``, stacked to ``(B, L, T, T)``, and the ``(B, T)`` row
-        the image embedding reads (:meth:`VisionTrace.readout_weights`; ``None``
-        with a class token). The returned trace has no attentions left."""
+        every block ``l``, stacked to ``(B, L, T, T)``, the ``(B, T)`` row the
+        image embedding reads (:meth:`VisionTrace.readout_weights`; ``None``
+        with a class token) and the same reduction of the target's own
+        attention (a decoder's layers, ``(B, L_d, S, S)``; ``None`` for a dual
+        encoder). The returned trace has no attentions left."""
         with torch.enable_grad():
             trace = self.adapter.trace(
                 images.detach().requires_grad_(True), text_embeddings, attentions=True
             )
             readout = trace.readout_weights()
-            (relevance,) = block_relevance(trace, [trace.score], reduce)
-        return trace, relevance, readout
+            groups = [trace.attentions, trace.target_pass.attentions]
+            ((relevance, decoder),) = grouped_relevance(groups, [trace.score], reduce)
+        return trace, relevance, readout, decoder
 
 
 class Explainer(VisionLanguageAttribution):
@@ -258,6 +264,8 @@ class Explainer(VisionLanguageAttribution):
             method's own convention (:attr:`default_normalize`). Flat maps
             (rounding noise) become zeros either way.
         eval_mode: run the model in eval mode (restored afterwards).
+        prompt: for a generative model, the text between the image and the
+            phrase (default: the family's).
     """
 
     #: normalisation the method's reference implementation uses
@@ -282,8 +290,9 @@ class Explainer(VisionLanguageAttribution):
         sign: Sign = DEFAULT,
         normalize: Normalization = DEFAULT,
         eval_mode: bool = True,
+        prompt: str | Sequence[int] | None = None,
     ) -> None:
-        super().__init__(model, tokenizer, eval_mode)
+        super().__init__(model, tokenizer, eval_mode, prompt)
         self.sign = self.default_sign if sign is DEFAULT else sign
         self.normalize = self.default_normalize if normalize is DEFAULT else normalize
         apply_sign(torch.zeros(()), self.sign)  # validate
@@ -411,8 +420,26 @@ def block_relevance(
     during the last backward pass the attention probabilities are released as
     it goes. ``trace.attentions`` is emptied.
     """
-    pending: list[Tensor | None] = list(trace.attentions)
-    trace.attentions = []
+    attentions, trace.attentions = trace.attentions, []
+    return [groups[0] for groups in grouped_relevance([attentions], scores, reduce)]
+
+
+def grouped_relevance(
+    groups: list[list[Tensor]], scores: list[Tensor], reduce: BlockReduction
+) -> list[list[Tensor | None]]:
+    r""":func:`block_relevance` for several groups of attention tensors at once
+    (the vision tower's blocks first, then e.g. a decoder's layers): for each
+    score, one ``(M, L_g, T_g, T_g)`` stack per group (``None`` for an empty
+    group), all from one backward pass per score.
+
+    The backward pass runs to the first tensor of the first group, the
+    earliest in the graph, so every tensor in between meets its gradient.
+    The lists in ``groups`` are emptied.
+    """
+    sizes = [len(group) for group in groups]
+    pending: list[Tensor | None] = [a for group in groups for a in group]
+    for group in groups:
+        group.clear()
     first = pending[0]
     results = []
     for position, score in enumerate(scores):
@@ -433,5 +460,10 @@ def block_relevance(
         finally:
             for handle in handles:
                 handle.remove()
-        results.append(torch.stack(reduced, 1))
+        stacks, offset = [], 0
+        for size in sizes:
+            part = reduced[offset:offset + size]
+            stacks.append(torch.stack(part, 1) if size else None)
+            offset += size
+        results.append(stacks)
     return results

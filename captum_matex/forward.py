@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from torch import Tensor, nn
 
@@ -11,7 +11,9 @@ from captum_matex.adapters import VisionLanguageAdapter, get_adapter
 
 
 class SimilarityForward:
-    r"""``forward(images, text) -> (B,)`` cosine similarity of image and text embeddings.
+    r"""``forward(images, text) -> (B,)``: the adapter's target, e.g. the cosine
+    similarity of image and text embeddings (CLIP), the pair's sigmoid logit
+    (SigLIP) or the phrase's log-likelihood given the image (generative models).
 
     This is the score MATEX and every baseline explain. Hand it to any Captum
     method to run it on the same score and inputs::
@@ -30,12 +32,15 @@ class SimilarityForward:
         model: a supported image-text model or an adapter.
         tokenizer: tokenizer or processor for text given as strings.
         eval_mode: evaluate with dropout off.
+        prompt: for a generative model, the text between the image and the
+            phrase (default: the family's).
     """
 
     def __init__(
-        self, model: nn.Module | VisionLanguageAdapter, tokenizer=None, eval_mode: bool = True
+        self, model: nn.Module | VisionLanguageAdapter, tokenizer=None, eval_mode: bool = True,
+        prompt: str | Sequence[int] | None = None,
     ) -> None:
-        self.adapter = get_adapter(model, tokenizer)
+        self.adapter = get_adapter(model, tokenizer, prompt)
         self.eval_mode = eval_mode
 
     def __call__(self, images: Tensor, text: Any) -> Tensor:

@@ -16,12 +16,13 @@ from captum_matex.explainer import (
     DEFAULT,
     Explainer,
     OutputKind,
-    block_relevance,
     format_maps,
+    grouped_relevance,
 )
 from captum_matex.stages.anatomy import AnatomicalPrior
 from captum_matex.stages.attention import GradWeightedAttention
 from captum_matex.stages.consistency import LayerConsistency
+from captum_matex.stages.decoder_prior import DecoderAttentionPrior
 from captum_matex.stages.fusion import Fusion
 from captum_matex.stages.rollout import MultiScaleRollout
 from captum_matex.stages import protocols
@@ -101,8 +102,10 @@ class MATEX(Explainer):
        :math:`\bar A^l = \mathrm{mean}_h\,\mathrm{relu}(\partial s/\partial A^l \odot A^l)`;
     2. ``rollout``: rollouts over several depth windows;
     3. ``consistency``: per-block maps weighted by their agreement;
-    4. ``text_prior`` (model-derived patch-text similarity) and
-       ``anatomical_prior`` (phrase words mapped to a chest atlas);
+    4. ``text_prior`` (model-derived patch-text similarity),
+       ``anatomical_prior`` (phrase words mapped to a chest atlas) and, for
+       a generative model, ``decoder_prior`` (the decoder's gradient-weighted
+       attention from the phrase to the image tokens);
     5. ``fusion``: evidence re-weighted (never created) by the priors.
 
     All of it costs one forward and one backward pass per batch. Each stage is
@@ -125,8 +128,12 @@ class MATEX(Explainer):
             default ``None`` (off: it was neutral on the phantom validation
             split, see :class:`~captum_matex.stages.Fusion`).
         anatomical_prior: stage 4b, default :class:`~captum_matex.stages.AnatomicalPrior`.
+        decoder_prior: stage 4c, used with generative models only, default
+            :class:`~captum_matex.stages.DecoderAttentionPrior`.
         fusion: stage 5, default :class:`~captum_matex.stages.Fusion`.
         eval_mode: run the model in eval mode (restored afterwards).
+        prompt: for a generative model, the text between the image and the
+            explained phrase (default: the family's, e.g. ``"Findings:"``).
 
     Examples::
 
@@ -147,10 +154,12 @@ class MATEX(Explainer):
         consistency: protocols.ConsistencyStage | None = DEFAULT,
         text_prior: protocols.TextPriorStage | None = None,
         anatomical_prior: protocols.AnatomicalPriorStage | None = DEFAULT,
+        decoder_prior: protocols.DecoderPriorStage | None = DEFAULT,
         fusion: protocols.FusionStage = DEFAULT,
         eval_mode: bool = True,
+        prompt: str | Sequence[int] | None = None,
     ) -> None:
-        super().__init__(model, tokenizer, eval_mode=eval_mode)
+        super().__init__(model, tokenizer, eval_mode=eval_mode, prompt=prompt)
         self.attention = GradWeightedAttention() if attention is DEFAULT else attention
         self.rollout = MultiScaleRollout() if rollout is DEFAULT else rollout
         self.consistency = LayerConsistency() if consistency is DEFAULT else consistency
@@ -158,6 +167,7 @@ class MATEX(Explainer):
         self.anatomical_prior = (
             AnatomicalPrior() if anatomical_prior is DEFAULT else anatomical_prior
         )
+        self.decoder_prior = DecoderAttentionPrior() if decoder_prior is DEFAULT else decoder_prior
         self.fusion = Fusion() if fusion is DEFAULT else fusion
         if self.attention is None or self.fusion is None:
             raise ValueError("MATEX needs an attention stage and a fusion stage")
@@ -218,11 +228,13 @@ class MATEX(Explainer):
         inputs, is_tuple = self._untuple(inputs)
         with self.adapter.explaining(self.eval_mode):
             images, text = self._resolve(inputs, additional_forward_args)
-            trace, relevance, readout = self._attention_relevance(
+            trace, relevance, readout, decoder = self._attention_relevance(
                 images, text.embeddings, self.attention.block
             )
         with torch.no_grad():
-            diagnostics = self._fuse(trace, relevance, readout, text.phrases, anatomy_masks, images)
+            diagnostics = self._fuse(
+                trace, relevance, readout, decoder, text.phrases, anatomy_masks, images
+            )
         if diagnostics.evidence.flatten(1).amax(1).eq(0).any():
             warnings.warn(
                 "MATEX found no positive gradient-weighted attention for some "
@@ -249,8 +261,9 @@ class MATEX(Explainer):
         Args:
             inputs: ``(B, C, H, W)`` pixel values.
             phrases: ``K`` phrases for every image, ``B`` sequences of ``K``
-                phrases (one per image), or text embeddings ``(K, E)`` (shared)
-                or ``(B, K, E)`` (the anatomical prior is then uniform).
+                phrases (one per image), text embeddings ``(K, E)`` (shared)
+                or ``(B, K, E)`` (the anatomical prior is then uniform), or
+                token ids ``(K, L)`` or ``(B, K, L)``.
             output: as in :meth:`attribute`.
             anatomy_masks: optional ``(B, H, W)`` region masks per image.
             return_diagnostics: also return the diagnostics, over ``B * K``
@@ -270,10 +283,17 @@ class MATEX(Explainer):
         with self.adapter.explaining(self.eval_mode):
             images = check_images(inputs, self.adapter)
             batch = images.shape[0]
-            if isinstance(phrases, Tensor):
+            if isinstance(phrases, Tensor) and phrases.is_floating_point():
                 phrases = check_text_embeddings(phrases, self.adapter).to(images.device)
-                embeddings = _embedding_table(phrases, batch)
+                embeddings = self.adapter.text_embeddings(_phrase_tensor_table(phrases, batch))
                 per_image = [[None] * embeddings.shape[1]] * batch
+            elif isinstance(phrases, Tensor):  # token ids, checked as attribute() checks them
+                ids = _phrase_tensor_table(phrases, batch)
+                k = ids.shape[1]
+                text = resolve_text((ids.flatten(0, 1),), batch * k, self.adapter, images.device)
+                embeddings = text.embeddings.view(batch, k, -1)
+                decoded = text.phrases or [None] * (batch * k)
+                per_image = [decoded[b * k:(b + 1) * k] for b in range(batch)]
             else:
                 per_image = _phrase_table(phrases, batch)
                 flat = [p for row in per_image for p in row]
@@ -284,26 +304,40 @@ class MATEX(Explainer):
                     images.detach().requires_grad_(True), embeddings[:, 0],
                     attentions=True,
                 )
-                scores = self.adapter.target(trace.image_embeddings[:, None], embeddings)
-                trace.image_embeddings = None
+                # every phrase scored on the one image pass (a decoder: B * K sequences)
+                scored = self.adapter.target.evaluate(
+                    trace.image_embeddings[:, None], embeddings, attentions=True
+                )
+                scores = scored.score
+                trace.image_embeddings = trace.target_pass = None
                 readout = trace.readout_weights()  # what the embedding reads: every phrase's
-                relevances = block_relevance(
-                    trace, list(scores.unbind(1)), self.attention.block
+                relevances = grouped_relevance(
+                    [trace.attentions, scored.attentions], list(scores.unbind(1)),
+                    self.attention.block,
                 )
         maps, diagnostics = [], []
+        k_phrases = embeddings.shape[1]
         with torch.no_grad():
-            for k, relevance in enumerate(relevances):
-                trace_k = replace(trace, score=scores[:, k].detach(),
-                                  text_embeddings=embeddings[:, k].detach())
-                phrases_k = [row[k] for row in per_image]
-                diagnostics.append(
-                    self._fuse(trace_k, relevance, readout, phrases_k, anatomy_masks, images)
+            for k, (relevance, decoder) in enumerate(relevances):
+                # the decoder's sequences are image-major: phrase k of image b is row b * K + k
+                rows = slice(k, None, k_phrases)
+                trace_k = replace(
+                    trace, score=scores[:, k].detach(), text_embeddings=embeddings[:, k].detach(),
+                    target_pass=None if decoder is None else replace(
+                        scored, query_mask=scored.query_mask[rows]),
                 )
+                decoder = None if decoder is None else decoder[rows]
+                phrases_k = [row[k] for row in per_image]
+                diagnostics.append(self._fuse(
+                    trace_k, relevance, readout, decoder, phrases_k, anatomy_masks, images
+                ))
                 maps.append(format_maps(diagnostics[-1].fused, images, output))
         maps = torch.stack(maps, 1)
         return (maps, MATEXDiagnostics.interleave(diagnostics)) if return_diagnostics else maps
 
-    def _fuse(self, trace, relevance, readout, phrases, anatomy_masks, images) -> MATEXDiagnostics:
+    def _fuse(
+        self, trace, relevance, readout, decoder, phrases, anatomy_masks, images
+    ) -> MATEXDiagnostics:
         grid = trace.grid
         batch = images.shape[0]
         prefix = trace.num_prefix_tokens
@@ -323,6 +357,8 @@ class MATEX(Explainer):
                 masks=anatomy_masks,
                 device=images.device,
             )
+        if decoder is not None and self.decoder_prior is not None:
+            priors["decoder"] = self.decoder_prior(decoder, trace.target_pass, grid)
         cons_map = consistency.map if consistency is not None else None
         fused = self.fusion(rollouts, cons_map, priors, grid)
         fused = self._zero_flat_images(fused, images)
@@ -360,13 +396,14 @@ def _phrase_table(phrases: Sequence[str] | Sequence[Sequence[str]], batch: int) 
     return rows
 
 
-def _embedding_table(embeddings: Tensor, batch: int) -> Tensor:
-    r"""``(batch, K, E)`` text embeddings from ``(K, E)`` or ``(batch, K, E)``."""
+def _phrase_tensor_table(embeddings: Tensor, batch: int) -> Tensor:
+    r"""``(batch, K, E)`` text embeddings (or ``(batch, K, L)`` token ids) from
+    ``(K, E)`` or ``(batch, K, E)``."""
     if embeddings.dim() == 2:
         return embeddings.unsqueeze(0).expand(batch, -1, -1)
     if embeddings.dim() != 3 or embeddings.shape[0] != batch:
         raise ValueError(
-            f"text embeddings for many phrases must be (K, E) or ({batch}, K, E), got "
+            f"text embeddings (or token ids) for many phrases must be (K, E) or ({batch}, K, E), got "
             f"{tuple(embeddings.shape)}"
         )
     if embeddings.shape[1] == 0:

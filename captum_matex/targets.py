@@ -10,16 +10,47 @@ trace, :class:`~captum_matex.SimilarityForward`, MATEX and every baseline take
 them from there, so the score is computed in exactly one place.
 
 A new model family brings its own: a sigmoid-logit target for SigLIP, an
-attention-pooling readout for a ``map`` head.
+attention-pooling readout for a ``map`` head, the log-likelihood of a phrase
+for a generative model (whose "image embeddings" are the image tokens its
+projector hands to the decoder and whose "text" is the phrase's token ids).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch.nn.functional as F
 from torch import Tensor
+
+
+@dataclass
+class TargetPass:
+    r"""One evaluation of a target and what its own computation exposes.
+
+    A dual encoder's target is a formula of two embeddings and exposes
+    nothing; a generative model's runs its decoder, whose attention from the
+    phrase's tokens to the image tokens is the text-guided evidence MATEX
+    reads (:class:`~captum_matex.stages.DecoderAttentionPrior`).
+
+    Attributes:
+        score: the scores, ``(...)`` over the broadcast leading dimensions.
+        attentions: one ``(M, H, S, S)`` attention tensor per decoder layer,
+            attached to the graph (``M`` scored sequences: the leading
+            dimensions flattened); empty when nothing was captured.
+        query_mask: ``(M, S)`` the positions whose outputs predict the
+            phrase's tokens, or ``None``.
+        image_mask: ``(M, S)`` the positions of the image tokens that stand
+            for patch-grid cells, or ``None``.
+        image_grid: ``(h, w)`` grid of those image tokens, or ``None``.
+    """
+
+    score: Tensor
+    attentions: list[Tensor] = field(default_factory=list)
+    query_mask: Tensor | None = None
+    image_mask: Tensor | None = None
+    image_grid: tuple[int, int] | None = None
 
 
 class Target(ABC):
@@ -27,11 +58,20 @@ class Target(ABC):
 
     Subclasses implement :meth:`__call__`; it must broadcast over leading
     dimensions, so the same target scores ``(B, E)`` pairs, ``(B, K, E)``
-    phrases per image and ``(B, N, E)`` patch embeddings (dense maps).
+    phrases per image and ``(B, N, E)`` patch embeddings (dense maps). A
+    target whose computation exposes attention (a decoder's) also overrides
+    :meth:`evaluate`.
     """
 
     #: name used in tables and error messages
     name: str = "target"
+
+    def evaluate(
+        self, image_embeddings: Tensor, text_embeddings: Tensor, attentions: bool = False
+    ) -> TargetPass:
+        r"""The scores and, when ``attentions``, the attention the target's own
+        computation forms (none for a formula of two embeddings)."""
+        return TargetPass(self(image_embeddings, text_embeddings))
 
     @abstractmethod
     def __call__(self, image_embeddings: Tensor, text_embeddings: Tensor) -> Tensor:
@@ -81,6 +121,35 @@ class SigmoidLogit(Target):
         )
         scale = self.logit_scale.to(cosine).exp().squeeze()
         return cosine * scale + self.logit_bias.to(cosine).squeeze()
+
+
+class PhraseLogLikelihood(Target):
+    r"""A generative model's score of a phrase: the sum of the log-probabilities
+    of its tokens given the image and the prompt (teacher forcing),
+    :math:`\sum_j \log p(t_j \mid t_{<j}, x, \text{prompt})`.
+
+    Its "image embeddings" are the ``(..., n, D)`` image tokens the model's
+    projector hands to the decoder, its "text embeddings" the ``(..., L)``
+    token ids of the phrase; :meth:`evaluate` also gives the decoder's
+    attention.
+
+    Args:
+        decoder_pass: ``(image_tokens, phrase_ids, attentions) ->``
+            :class:`TargetPass`, the adapter's run of the decoder.
+    """
+
+    name = "phrase log-likelihood"
+
+    def __init__(self, decoder_pass: Callable[[Tensor, Tensor, bool], TargetPass]) -> None:
+        self.decoder_pass = decoder_pass
+
+    def __call__(self, image_embeddings: Tensor, text_embeddings: Tensor) -> Tensor:
+        return self.decoder_pass(image_embeddings, text_embeddings, False).score
+
+    def evaluate(
+        self, image_embeddings: Tensor, text_embeddings: Tensor, attentions: bool = False
+    ) -> TargetPass:
+        return self.decoder_pass(image_embeddings, text_embeddings, attentions)
 
 
 class Readout(ABC):

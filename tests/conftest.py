@@ -158,3 +158,57 @@ PHRASES = [
     "enlarged cardiac silhouette",
     "opacity at the left base",
 ]
+
+
+#: token id of the image placeholder in the tiny generative models (after the tokenizer's words)
+IMAGE_TOKEN_ID = len(WORDS) + 4
+
+
+def make_generative(family: str, layers: int = 3, image_size: int = 32, seed: int = 0):
+    r"""A random tiny image-to-text model built from its config (eager-free: SDPA,
+    as loaded by default): ``"llava"`` (CLIP tower, class token dropped, the
+    projector reads block -2), ``"llava-siglip"`` (SigLIP tower, ``"full"``),
+    ``"paligemma"`` or ``"gemma3"`` (its image tokens pooled 2 x 2). The
+    decoder's vocabulary is the word-level tokenizer's plus the image tokens."""
+    from transformers import (
+        Gemma3Config, Gemma3ForConditionalGeneration, LlavaConfig, LlavaForConditionalGeneration,
+        PaliGemmaConfig, PaliGemmaForConditionalGeneration,
+    )
+
+    torch.manual_seed(seed)
+    vocab = IMAGE_TOKEN_ID + 3  # words, <image>, and Gemma 3's begin/end-of-image tokens
+    width = 32
+    vision = dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers,
+                  num_attention_heads=2, image_size=image_size, patch_size=8)
+    decoder = dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
+                   num_attention_heads=4, num_key_value_heads=2, vocab_size=vocab,
+                   max_position_embeddings=64, pad_token_id=0, bos_token_id=1, eos_token_id=3)
+    if family in ("llava", "llava-siglip"):
+        clip = family == "llava"
+        config = LlavaConfig(
+            vision_config=dict(vision, model_type="clip_vision_model" if clip else "siglip_vision_model"),
+            text_config=dict(decoder, model_type="llama"),
+            image_token_id=IMAGE_TOKEN_ID, vision_feature_layer=-2,
+            vision_feature_select_strategy="default" if clip else "full",
+        )
+        model = LlavaForConditionalGeneration(config)
+    elif family == "paligemma":
+        config = PaliGemmaConfig(
+            vision_config=dict(vision, model_type="siglip_vision_model", projection_dim=width),
+            text_config=dict(decoder, model_type="gemma", head_dim=8), image_token_id=IMAGE_TOKEN_ID,
+            projection_dim=width, hidden_size=width,
+        )
+        model = PaliGemmaForConditionalGeneration(config)
+    elif family == "gemma3":
+        config = Gemma3Config(
+            vision_config=dict(vision, model_type="siglip_vision_model", patch_size=4),
+            text_config=dict(decoder, model_type="gemma3_text", head_dim=8, sliding_window=8),
+            image_token_index=IMAGE_TOKEN_ID, boi_token_index=IMAGE_TOKEN_ID + 1,
+            eoi_token_index=IMAGE_TOKEN_ID + 2, mm_tokens_per_image=16,
+        )
+        model = Gemma3ForConditionalGeneration(config)
+        with torch.no_grad():  # initialised to zeros: the image would not reach the decoder
+            model.model.multi_modal_projector.mm_input_projection_weight.normal_(0, 0.5)
+    else:
+        raise ValueError(family)
+    return model.eval()

@@ -141,10 +141,11 @@ def test_probe_relevance_starts_the_rollout_and_reads_each_block():
     explainer = MATEX(model, TOKENIZER)
     x = images()
     with explainer.adapter.explaining():
-        trace, relevance, readout = explainer._attention_relevance(
+        trace, relevance, readout, decoder = explainer._attention_relevance(
             x, explainer.adapter.encode_text(ids()), explainer.attention.block
         )
     assert relevance.shape == (2, 4, 16, 16) and readout.shape == (2, 16)
+    assert decoder is None  # a dual encoder's target forms no attention of its own
     # the row the embedding reads: the probe's attention, averaged over heads
     with explainer.adapter.explaining():
         again = explainer.adapter.trace(x, explainer.adapter.encode_text(ids()))

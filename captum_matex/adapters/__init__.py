@@ -10,6 +10,9 @@ from captum_matex.adapters.base import BlockwiseAdapter, VisionLanguageAdapter, 
 from captum_matex.adapters.hf_clip import HFCLIPAdapter, HFEncoderAdapter
 from captum_matex.adapters.hf_siglip import HFSiglip2Adapter, HFSiglipAdapter, SiglipTowers
 from captum_matex.adapters.probe import NO_CLASS_TOKEN, AttentionPooled
+from captum_matex.adapters.generative import GENERATIVE_MISSING, GenerativeAdapter
+from captum_matex.adapters.hf_gemma import HFGemma3Adapter, HFPaliGemmaAdapter
+from captum_matex.adapters.hf_llava import HFLlavaAdapter
 from captum_matex.adapters.open_clip import (
     OpenCLIPAdapter,
     TimmOpenCLIPAdapter,
@@ -24,20 +27,40 @@ ADAPTERS: list[type[VisionLanguageAdapter]] = [
     OpenCLIPAdapter,
     TimmOpenCLIPAdapter,
     TimmSiglipOpenCLIPAdapter,
+    HFLlavaAdapter,
+    HFPaliGemmaAdapter,
+    HFGemma3Adapter,
 ]
 
 
-def get_adapter(model: nn.Module | VisionLanguageAdapter, tokenizer=None) -> VisionLanguageAdapter:
+def get_adapter(
+    model: nn.Module | VisionLanguageAdapter, tokenizer=None, prompt=None
+) -> VisionLanguageAdapter:
     r"""Wrap ``model`` in the adapter of its family.
 
     Args:
         model: a supported model, or an adapter (returned as is).
         tokenizer: tokenizer or processor for text given as strings.
+        prompt: for a generative model, the text between the image and the
+            explained phrase (a string or token ids; default: the family's).
 
     Raises:
         TypeError: no adapter supports ``model``; the message lists the
             supported families and how to add one.
+        ValueError: ``prompt`` is given for a model that takes none.
     """
+    adapter = _adapter_of(model, tokenizer)
+    if prompt is not None:
+        if not hasattr(adapter, "prompt"):
+            raise ValueError(
+                f"prompt= applies to generative models; {adapter.family} models score a "
+                "phrase without one"
+            )
+        adapter.prompt = prompt
+    return adapter
+
+
+def _adapter_of(model: nn.Module | VisionLanguageAdapter, tokenizer) -> VisionLanguageAdapter:
     if isinstance(model, VisionLanguageAdapter):
         if tokenizer is not None:
             model.tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
@@ -60,6 +83,11 @@ __all__ = [
     "AttentionPooled",
     "NO_CLASS_TOKEN",
     "BlockwiseAdapter",
+    "GENERATIVE_MISSING",
+    "GenerativeAdapter",
+    "HFGemma3Adapter",
+    "HFLlavaAdapter",
+    "HFPaliGemmaAdapter",
     "HFCLIPAdapter",
     "HFEncoderAdapter",
     "HFSiglip2Adapter",

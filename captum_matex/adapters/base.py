@@ -13,7 +13,14 @@ from typing import Callable, Iterable, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-from captum_matex.targets import ClassToken, CosineSimilarity, MeanTokens, Readout, Target
+from captum_matex.targets import (
+    ClassToken,
+    CosineSimilarity,
+    MeanTokens,
+    Readout,
+    Target,
+    TargetPass,
+)
 
 #: model -> (thread id, nesting depth) of the ``explaining`` context using it
 _IN_USE: weakref.WeakKeyDictionary[nn.Module, tuple[int, int]] = weakref.WeakKeyDictionary()
@@ -196,6 +203,13 @@ class VisionTrace:
             head: ``Q = 1``) over the last block's tokens, attached to the
             graph; ``None`` when the image embedding is read from the class
             token.
+        readout_tokens: ``(B, T)`` fixed weights of the last block's tokens
+            that the target reads when it reads several without a probe
+            (a generative model: every image token its projector hands to the
+            decoder), detached; ``None`` otherwise.
+        target_pass: what the target's own computation exposed (a decoder's
+            attention, :class:`~captum_matex.targets.TargetPass`); ``None``
+            when the trace was taken without attentions.
 
     Raises:
         ValueError: the score is NaN or Inf (the inputs overflow the model);
@@ -211,11 +225,15 @@ class VisionTrace:
     num_prefix_tokens: int
     image_embeddings: Tensor | None = None
     readout_attention: Tensor | None = None
+    readout_tokens: Tensor | None = None
+    target_pass: TargetPass | None = None
 
     def readout_weights(self) -> Tensor | None:
         r"""The ``(B, T)`` weights with which an attention-pooling probe reads the
         last block's tokens (its attention, averaged over heads and queries,
-        detached), or ``None`` when the embedding is the class token.
+        detached), :attr:`readout_tokens` for a target that reads several
+        tokens without a probe, or ``None`` when the embedding is the class
+        token.
 
         This is the probe's counterpart of the class token's one-hot row: what
         the image embedding is made of, not weighted by gradients. MATEX starts
@@ -224,29 +242,30 @@ class VisionTrace:
         films the pointing game fell from 0.86 to 0.56).
         """
         probe = self.readout_attention
-        return None if probe is None else probe.detach().mean((1, 2))
+        return self.readout_tokens if probe is None else probe.detach().mean((1, 2))
 
     def read(self, matrix: Tensor, weights: Tensor | None = None) -> Tensor:
         r"""The patch columns of the row(s) of ``matrix`` that the image
         embedding reads.
 
         With a class token that is row 0 (``matrix[..., 0, prefix:]``); with
-        an attention-pooling probe it is every row, weighted by ``weights``.
+        an attention-pooling probe or several read tokens it is every row,
+        weighted by ``weights``.
 
         Args:
             matrix: ``(B, T, T)`` or ``(B, L, T, T)`` token-to-token
                 relevance or attention.
-            weights: ``(B, T)`` weights of the probe's rows; default:
+            weights: ``(B, T)`` weights of the read rows; default:
                 :meth:`readout_weights`. Ignored with a class token.
 
         Returns:
             ``(B, N)`` or ``(B, L, N)``.
         """
-        if self.readout_attention is None:
+        if weights is None:
+            weights = self.readout_weights()
+        if weights is None:
             rows = matrix[..., 0, :]
         else:
-            if weights is None:
-                weights = self.readout_weights()
             weights = weights.view(weights.shape[0], *[1] * (matrix.ndim - 3), 1, -1)
             rows = (weights.to(matrix) @ matrix).squeeze(-2)
         return rows[..., self.num_prefix_tokens:]
@@ -295,7 +314,7 @@ class VisionLanguageAdapter(ABC):
     #: the readout of intermediate blocks' tokens (LeGrad); ``None``: :attr:`readout`
     block_readout: Readout | None = MeanTokens()
     #: what the family offers to methods that need it (see :attr:`Explainer.requires`)
-    capabilities: frozenset[str] = frozenset({"class token"})
+    capabilities: frozenset[str] = frozenset({"class token", "contrastive embedding"})
     #: why a capability is missing, per capability, for error messages
     missing: dict[str, str] = {}
 
@@ -614,11 +633,11 @@ class BlockwiseAdapter(VisionLanguageAdapter):
                 hidden_list.append(tokens)
         prefix = self.num_prefix_tokens
         embedding, probe = self.pooled_embedding(tokens, attentions)
-        score = self.target(embedding, text_embeddings)
+        scored = self.target.evaluate(embedding, text_embeddings, attentions)
         with torch.no_grad():
-            patches = self.project_tokens(tokens[:, prefix:].detach())
+            patches = self.patch_embeddings(tokens[:, prefix:].detach())
         return VisionTrace(
-            score=score,
+            score=scored.score,
             attentions=attn_list,
             hidden_states=hidden_list,
             patch_embeddings=patches,
@@ -627,7 +646,22 @@ class BlockwiseAdapter(VisionLanguageAdapter):
             num_prefix_tokens=prefix,
             image_embeddings=embedding,
             readout_attention=probe,
+            readout_tokens=self.readout_tokens(tokens),
+            target_pass=scored if attentions else None,
         )
+
+    def patch_embeddings(self, patch_tokens: Tensor) -> Tensor:
+        r"""The last block's patch tokens ``(B, N, D)`` as the trace exposes them
+        (:attr:`VisionTrace.patch_embeddings`): in the joint space
+        (:meth:`project_tokens`) for a dual encoder."""
+        return self.project_tokens(patch_tokens)
+
+    def readout_tokens(self, tokens: Tensor) -> Tensor | None:
+        r"""``(B, T)`` weights of the last block's tokens ``tokens`` that the
+        target reads, when it reads several without a probe
+        (:attr:`VisionTrace.readout_tokens`); ``None`` (the default) for a
+        class token or a probe."""
+        return None
 
     def _grid_from_tokens(self, n_patches: int) -> tuple[int, int]:
         """Patch grid for ``n_patches`` tokens: the configured one, else the squarest."""

@@ -40,12 +40,17 @@ class HFEncoderAdapter(BlockwiseAdapter):
 
     def __init__(self, model: nn.Module, tokenizer=None) -> None:
         super().__init__(model, tokenizer)
-        vision = model.vision_model
-        # transformers 4.x wraps the tower of a stand-alone vision model once more
-        self.vision = getattr(vision, "vision_model", vision)
+        self.vision = self.vision_transformer(model)
         self._layer_params = set(
             inspect.signature(self.vision.encoder.layers[0].forward).parameters
         )
+
+    @classmethod
+    def vision_transformer(cls, model: nn.Module) -> nn.Module:
+        r"""The image tower's transformer (``embeddings``, ``encoder.layers``)."""
+        vision = model.vision_model
+        # transformers 4.x wraps the tower of a stand-alone vision model once more
+        return getattr(vision, "vision_model", vision)
 
     @property
     def _vision_config(self):

@@ -27,7 +27,7 @@ class AttentionPooled:
     """
 
     block_readout: Readout | None = None
-    capabilities: frozenset[str] = frozenset()
+    capabilities: frozenset[str] = frozenset({"contrastive embedding"})
     missing: dict[str, str] = {"class token": NO_CLASS_TOKEN}
 
     def probe_pool(self, tokens: Tensor) -> tuple[Tensor, Tensor]:

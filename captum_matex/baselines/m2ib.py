@@ -134,7 +134,7 @@ class M2IB(Explainer):
         self.capacity_after_last_update = capacity_after_last_update
 
     display_name = "M2IB"
-    requires = frozenset({"class token"})
+    requires = frozenset({"class token", "contrastive embedding"})
 
     @staticmethod
     def default_layer(num_layers: int) -> int:

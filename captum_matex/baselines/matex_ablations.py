@@ -54,6 +54,8 @@ class MATEXWithTextPrior(MATEX):
     (:class:`~captum_matex.stages.PatchTextPrior`) added to the default stages:
     the row that shows what the prior MATEX leaves out by default would change."""
 
+    requires = frozenset({"contrastive embedding"})
+
     def __init__(self, model: nn.Module | VisionLanguageAdapter, tokenizer=None, **stages) -> None:
         stages.setdefault("text_prior", PatchTextPrior())
         super().__init__(model, tokenizer, **stages)

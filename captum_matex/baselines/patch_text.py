@@ -30,6 +30,7 @@ class PatchTextSimilarity(Explainer):
     """
 
     display_name = "Patch-text similarity"
+    requires = frozenset({"contrastive embedding"})
     default_normalize = "max"
     uses_gradients = False
 

@@ -8,12 +8,14 @@ from captum_matex.stages.anatomy import (
     parse_phrase,
 )
 from captum_matex.stages.attention import GradWeightedAttention
-from captum_matex.stages.consistency import ConsistencyResult, LayerConsistency
+from captum_matex.stages.consistency import ConsistencyResult, LayerConsistency, weigh_by_agreement
+from captum_matex.stages.decoder_prior import DecoderAttentionPrior
 from captum_matex.stages.fusion import Fusion
 from captum_matex.stages.protocols import (
     AnatomicalPriorStage,
     AttentionStage,
     ConsistencyStage,
+    DecoderPriorStage,
     FusionStage,
     RolloutStage,
     TextPriorStage,
@@ -29,6 +31,8 @@ __all__ = [
     "ChestAtlas",
     "ConsistencyResult",
     "ConsistencyStage",
+    "DecoderAttentionPrior",
+    "DecoderPriorStage",
     "Fusion",
     "FusionStage",
     "GradWeightedAttention",
@@ -40,4 +44,5 @@ __all__ = [
     "TextPriorStage",
     "parse_phrase",
     "rollout",
+    "weigh_by_agreement",
 ]

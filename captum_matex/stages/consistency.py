@@ -81,13 +81,21 @@ class LayerConsistency:
         else:
             weights = readout.to(block_relevance)[:, None, None]
             per_layer = (weights @ block_relevance[:, first:])[:, :, 0, num_prefix_tokens:]
-        per_layer = normalize_max(per_layer, start_dim=2)
-        num_layers = per_layer.shape[1]
-        corr = pearson_matrix(per_layer)
-        if num_layers > 1:
-            agreement = (corr.sum(-1) - 1) / (num_layers - 1)
-        else:
-            agreement = torch.ones(corr.shape[:2], device=corr.device, dtype=corr.dtype)
-        weights = torch.softmax(agreement / self.temperature, dim=-1)
-        fused = (weights[..., None] * per_layer).sum(1)
-        return ConsistencyResult(fused, weights, agreement, per_layer)
+        return weigh_by_agreement(per_layer, self.temperature)
+
+
+def weigh_by_agreement(per_layer: Tensor, temperature: float) -> ConsistencyResult:
+    r"""Layer consistency of ``(B, L, N)`` per-layer maps: each map is
+    max-normalised, layer :math:`l`'s agreement :math:`a_l` is its mean
+    Pearson correlation with the other layers, and the map is
+    :math:`\sum_l \mathrm{softmax}(a / \tau)_l\, c_l`."""
+    per_layer = normalize_max(per_layer, start_dim=2)
+    num_layers = per_layer.shape[1]
+    corr = pearson_matrix(per_layer)
+    if num_layers > 1:
+        agreement = (corr.sum(-1) - 1) / (num_layers - 1)
+    else:
+        agreement = torch.ones(corr.shape[:2], device=corr.device, dtype=corr.dtype)
+    weights = torch.softmax(agreement / temperature, dim=-1)
+    fused = (weights[..., None] * per_layer).sum(1)
+    return ConsistencyResult(fused, weights, agreement, per_layer)

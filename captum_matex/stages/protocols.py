@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from captum_matex.stages.consistency import ConsistencyResult
+from captum_matex.targets import TargetPass
 
 
 @runtime_checkable
@@ -93,6 +94,18 @@ class AnatomicalPriorStage(Protocol):
 
 
 @runtime_checkable
+class DecoderPriorStage(Protocol):
+    r"""Stage 4c: a generative model's prior from its decoder's attention."""
+
+    def __call__(
+        self, decoder_relevance: Tensor, target_pass: TargetPass, grid: tuple[int, int]
+    ) -> Tensor:
+        r"""``(M, L_d, S, S)`` reduced decoder attention of the pass
+        ``target_pass`` -> ``(M, N)`` prior in [0, 1] on the patch grid."""
+        ...
+
+
+@runtime_checkable
 class FusionStage(Protocol):
     r"""Stage 5: the model's evidence, re-weighted (never created) by the priors."""
 
@@ -113,6 +126,7 @@ STAGE_PROTOCOLS: dict[str, type] = {
     "consistency": ConsistencyStage,
     "text_prior": TextPriorStage,
     "anatomical_prior": AnatomicalPriorStage,
+    "decoder_prior": DecoderPriorStage,
     "fusion": FusionStage,
 }
 
