@@ -192,6 +192,7 @@ def _render_chunk(args: Tuple[str, int, int, int, int]) -> Tuple[np.ndarray, Lis
                 "laterality": s.laterality,
                 "zone": s.findings[0].zone,
                 "phrase": s.phrase,
+                "phrases": [r.phrase for r in s.findings],
                 "others": [(r.finding, r.laterality) for r in s.findings[1:]],
                 "patches": [round(float(v), 3) for v in frac.flatten()],
             }
@@ -233,7 +234,8 @@ def load_or_render(
 ) -> Tuple[torch.Tensor, List[Dict[str, Any]]]:
     r"""Render a bank, re-using a cached copy (``.pt`` of tensors + JSON)."""
     if cache is not None:
-        name = f"v{GENERATOR_VERSION}b_{split}_{seed}_{length}_{IMAGE_SIZE}.npy"
+        # "c": the metadata lists every finding's phrase ("phrases")
+        name = f"v{GENERATOR_VERSION}c_{split}_{seed}_{length}_{IMAGE_SIZE}.npy"
         img_path = cache / name
         meta_path = img_path.with_suffix(".json")
         if img_path.is_file() and meta_path.is_file():
