@@ -22,8 +22,9 @@ EMBEDDED_DEFAULT = "phantom-clip"
 
 #: What ``--model`` accepts on the command line (:func:`load_model`).
 MODEL_HELP = (
-    "an embedded model (phantom-clip, phantom-siglip), a transformers CLIP/SigLIP/SigLIP 2 "
-    "directory (safetensors weights) or hub name, or an open_clip model (hf-hub:NAME, "
+    "an embedded model (phantom-clip, phantom-siglip, phantom-llava), a transformers "
+    "CLIP/SigLIP/SigLIP 2 or LLaVA/PaliGemma/Gemma 3 directory (safetensors weights) or hub "
+    "name, or an open_clip model (hf-hub:NAME, "
     "local-dir:PATH or a folder with open_clip_config.json; needs the openclip extra); "
     "default: the embedded phantom CLIP"
 )
@@ -57,14 +58,25 @@ def _check_local(source: str) -> None:
 
 #: transformers ``model_type`` -> the dual-encoder class that loads it
 DUAL_ENCODERS = {"clip": "CLIPModel", "siglip": "SiglipModel", "siglip2": "Siglip2Model"}
+#: transformers ``model_type`` -> the image-to-text class that loads it (LLaVA-Med and
+#: MAIRA-2 conversions are ``llava``; MedGemma is ``gemma3``)
+GENERATIVE = {
+    "llava": "LlavaForConditionalGeneration",
+    "paligemma": "PaliGemmaForConditionalGeneration",
+    "gemma3": "Gemma3ForConditionalGeneration",
+}
+#: every ``model_type`` :func:`load_transformers` loads
+LOADABLE = {**DUAL_ENCODERS, **GENERATIVE}
 
 
 def load_transformers(name_or_path: str | Path, device: str = "cpu") -> tuple[nn.Module, Any]:
     r"""Load a transformers dual encoder (CLIP, SigLIP such as MedSigLIP-448,
-    SigLIP 2) and its processor, with eager attention.
+    SigLIP 2) or image-to-text model (LLaVA, PaliGemma, Gemma 3 such as
+    MedGemma) and its processor, with eager attention.
 
     The class is chosen from the checkpoint's ``config.json``
-    (``model_type``: :data:`DUAL_ENCODERS`), never from its name. Weights are
+    (``model_type``: :data:`DUAL_ENCODERS`, :data:`GENERATIVE`), never from
+    its name. Weights are
     read from safetensors only (``use_safetensors=True``): a checkpoint that
     only has pickled weights (``pytorch_model.bin``, ``.pt``) is refused,
     never unpickled.
@@ -91,18 +103,19 @@ def load_transformers(name_or_path: str | Path, device: str = "cpu") -> tuple[nn
     _check_local(source)
     try:
         model_type = AutoConfig.from_pretrained(source).model_type
-        if model_type not in DUAL_ENCODERS:
+        if model_type not in LOADABLE:
             raise ModelLoadError(
                 f"{source!r} holds a {model_type!r} model; matex loads the dual encoders "
-                f"{sorted(DUAL_ENCODERS)} (load others yourself and pass an adapter)"
+                f"{sorted(DUAL_ENCODERS)} and the image-to-text models {sorted(GENERATIVE)} "
+                "(load others yourself and pass an adapter)"
             )
-        model_class = getattr(transformers, DUAL_ENCODERS[model_type])
+        model_class = getattr(transformers, LOADABLE[model_type])
         model = model_class.from_pretrained(source, attn_implementation="eager",
                                             use_safetensors=True)
         processor = AutoProcessor.from_pretrained(source)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ModelLoadError(
-            f"cannot load a dual encoder and its processor from {source!r}: {exc}"
+            f"cannot load a vision-language model and its processor from {source!r}: {exc}"
         ) from exc
     if getattr(processor, "image_processor", None) is None:
         raise ModelLoadError(

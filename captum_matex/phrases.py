@@ -529,3 +529,24 @@ def swap_laterality(phrase: str) -> str:
         'leftover upright film'
     """
     return _SIDE_RE.sub(_swap_word, phrase)
+
+
+_SENTENCE_END = re.compile(r"[.;\n]+")
+
+
+def report_phrases(report: str) -> list[str]:
+    r"""The phrases of a generated report: its sentences (split at ``.``,
+    ``;`` and line breaks), stripped, empty ones dropped.
+
+    Args:
+        report (str): free-text report, e.g. a model's generation.
+
+    Returns:
+        list of str: the phrases in report order.
+
+    Examples::
+
+        >>> report_phrases("Small left pleural effusion. Cardiomegaly; no pneumothorax.")
+        ['Small left pleural effusion', 'Cardiomegaly', 'no pneumothorax']
+    """
+    return [part.strip() for part in _SENTENCE_END.split(report) if part.strip()]

@@ -12,7 +12,24 @@ from __future__ import annotations
 
 from captum_matex import registry
 
-__all__ = ["support_matrix", "support_table"]
+__all__ = ["runnable_methods", "support_matrix", "support_table"]
+
+
+def runnable_methods(adapter) -> list[str]:
+    r"""Names of the registered methods that run on ``adapter``'s family (an
+    adapter class or instance), in the registry's order; the others refuse it
+    by name.
+
+    Examples::
+
+        >>> from captum_matex.adapters import HFCLIPAdapter
+        >>> "m2ib" in runnable_methods(HFCLIPAdapter)
+        True
+    """
+    return [
+        name for name in registry.methods.available()
+        if adapter.refusal(name, registry.methods.get(name).requires) is None
+    ]
 
 
 def support_matrix() -> dict[str, dict[str, str | None]]:

@@ -10,6 +10,8 @@ from conftest import PHRASES, make_clip
 from helpers import model_state
 from torch import nn
 
+from captum_matex.adapters import HFCLIPAdapter
+from captum_matex.support import runnable_methods
 from captum_matex import MATEX, baselines
 from captum_matex.adapters.base import VisionLanguageAdapter, VisionTrace
 from captum_matex.baselines import (
@@ -134,7 +136,7 @@ def test_registry_lists_and_returns_every_method():
         "matex", "m2ib", "chefer", "rollout", "gradcam", "grad_eclip", "legrad", "patch_text",
         "saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "occlusion",
         "feature_ablation", "layer_gradcam", "prior_only", "matex_no_anatomy",
-        "matex_with_text_prior", "matex_no_rollout", "matex_no_consistency",
+        "matex_with_text_prior", "matex_no_rollout", "matex_no_consistency", "llm_attribution",
     }
     assert set(names) == expected and names == sorted(names)
     assert baselines.get("matex") is MATEX
@@ -146,7 +148,7 @@ def test_registry_lists_and_returns_every_method():
 # --------------------------------------------------------------------------
 # one contract for every registered method (pytorch-grad-cam style)
 # --------------------------------------------------------------------------
-@pytest.mark.parametrize("name", baselines.available())
+@pytest.mark.parametrize("name", runnable_methods(HFCLIPAdapter))
 def test_every_method_meets_the_output_contract(name, tokenizer, images):
     model = make_clip()
     model.train()

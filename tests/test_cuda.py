@@ -12,6 +12,8 @@ import torch
 from conftest import PHRASES, make_clip, make_tokenizer
 from PIL import Image
 
+from captum_matex.adapters import HFCLIPAdapter
+from captum_matex.support import runnable_methods
 from captum_matex import MATEX, baselines
 from captum_matex.cli import main
 from captum_matex.evaluation import BenchmarkConfig, run_benchmark
@@ -21,7 +23,7 @@ pytestmark = [
     pytest.mark.usefixtures("exact_float32"),
 ]
 
-METHODS = baselines.available()
+METHODS = runnable_methods(HFCLIPAdapter)
 #: methods drawing noise from the device's generator: CUDA and CPU draws differ
 STOCHASTIC = {"m2ib", "smoothgrad"}
 CHEAP = {

@@ -12,11 +12,13 @@ from conftest import PHRASES, make_clip, make_tokenizer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from captum_matex.adapters import HFCLIPAdapter
+from captum_matex.support import runnable_methods
 from captum_matex import baselines
 from captum_matex import MATEX
 from captum_matex._maps import FLAT_ULPS, is_flat, normalize, normalize_max, normalize_minmax
 
-METHODS = baselines.available()
+METHODS = runnable_methods(HFCLIPAdapter)
 CHEAP = {
     "integrated_gradients": dict(n_steps=4, internal_batch_size=16),
     "smoothgrad": dict(nt_samples=2, seed=3),

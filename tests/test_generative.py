@@ -4,6 +4,7 @@ valid and phrase-dependent, the model is restored, and every method runs or refu
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from captum.attr import IntegratedGradients, Saliency
@@ -21,7 +22,8 @@ IMAGES = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
 PHRASE_IDS = torch.tensor([[17, 4, 14, 15], [5, 10, 13, 0]])
 #: the same two phrases swapped between the images
 SWAPPED_IDS = PHRASE_IDS.flip(0)
-CHEAP = {"integrated_gradients": dict(n_steps=4, internal_batch_size=16),
+TOKENIZER = make_tokenizer()
+CHEAP = {"llm_attribution": dict(cells=2), "integrated_gradients": dict(n_steps=4, internal_batch_size=16),
          "smoothgrad": dict(nt_samples=2), "feature_ablation": dict(cell=2)}
 
 
@@ -170,17 +172,45 @@ def test_the_model_is_restored_after_success_and_after_an_error(family):
     assert generative_state(model) == before
 
 
+@pytest.mark.parametrize("family", ["llava", "paligemma"])
 @pytest.mark.parametrize("name", baselines.available())
-def test_every_method_runs_on_llava_or_refuses_by_name(name):
-    model = make_generative("llava")
+def test_every_method_runs_on_generative_models_or_refuses_by_name(name, family):
+    model = make_generative(family)
     method = baselines.get(name)
     needs = set(method.requires) - set(get_adapter(model).capabilities)
     if needs:
-        with pytest.raises(ValueError, match="transformers-llava models"):
-            method(model, **CHEAP.get(name, {}))
+        with pytest.raises(ValueError, match=f"transformers-{family} models"):
+            method(model, TOKENIZER, **CHEAP.get(name, {}))
         return
-    maps = method(model, **CHEAP.get(name, {})).attribute(IMAGES, (PHRASE_IDS,))
+    maps = method(model, TOKENIZER, **CHEAP.get(name, {})).attribute(IMAGES, (PHRASE_IDS,))
     assert maps.shape == IMAGES.shape and torch.isfinite(maps).all() and (maps >= 0).all()
+
+
+def test_captum_llm_attribution_is_the_log_likelihood_drop_of_each_blanked_segment():
+    model = make_generative("llava")
+    explainer = baselines.get("llm_attribution")(model, TOKENIZER, cells=2, normalize=None, sign=None)
+    maps = explainer.attribute(IMAGES[:1], (PHRASE_IDS[:1],), output="pixel")[0, 0]
+    forward = explainer.forward_func  # the same target, prompt included
+    image = IMAGES[:1]
+    low, span = image.min(), image.max() - image.min()
+    # Captum sees the film as 8 bits; a blanked segment is white, i.e. the film's maximum
+    quantised = ((image - low) / span * 255).round() / 255 * span + low
+    full = forward(quantised, PHRASE_IDS[:1])
+    for row, col in [(0, 0), (0, 1), (1, 0), (1, 1)]:
+        blanked = quantised.clone()
+        blanked[..., row * 16:(row + 1) * 16, col * 16:(col + 1) * 16] = image.max()
+        drop = full - forward(blanked, PHRASE_IDS[:1])
+        cell = maps[row * 16:(row + 1) * 16, col * 16:(col + 1) * 16]
+        assert cell.std() == 0  # one value per segment (exact: the value is copied)
+        # the same forward pass on the same pixels, up to float32 rounding of 255ths
+        torch.testing.assert_close(cell[0, 0], drop[0], atol=1e-4, rtol=1e-4)
+
+
+def test_captum_llm_attribution_needs_a_tokenizer_and_a_plain_prompt():
+    with pytest.raises(ValueError, match="needs the model's tokenizer"):
+        baselines.get("llm_attribution")(make_generative("llava")).attribute(IMAGES, (PHRASE_IDS,))
+    with pytest.raises(ValueError, match="token_type_ids"):
+        baselines.get("llm_attribution")(make_generative("gemma3"), TOKENIZER)
 
 
 def test_m2ib_refuses_generative_models_naming_the_missing_contrastive_embedding():
@@ -232,3 +262,89 @@ def test_impossible_text_is_refused_clearly():
         MATEX(make_clip(), prompt="Findings:")
     with pytest.raises(ValueError, match="no tokenizer"):
         MATEX(model).attribute(IMAGES, (["left pleural effusion"] * 2,))
+
+
+# --------------------------------------------------------------------------
+# loading a snapshot and the command line
+# --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def llava_dir(tmp_path_factory):
+    r"""A tiny LLaVA saved with its processor, as a downloaded snapshot is laid out."""
+    from transformers import CLIPImageProcessor, LlavaProcessor
+
+    tokenizer = make_tokenizer()
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    assert tokenizer.convert_tokens_to_ids("<image>") == IMAGE_TOKEN_ID
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
+                                           crop_size={"height": 32, "width": 32}),
+        tokenizer=tokenizer, patch_size=8, vision_feature_select_strategy="default",
+        image_token="<image>", num_additional_image_tokens=1,
+    )
+    folder = tmp_path_factory.mktemp("llava")
+    make_generative("llava").save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def test_a_llava_snapshot_loads_from_its_config_and_explains_a_dicom_film(llava_dir, tmp_path):
+    import json
+
+    from pydicom.data import get_testdata_file
+
+    from captum_matex.cli import main
+    from captum_matex.loading import load_model
+
+    model, processor = load_model(str(llava_dir))
+    assert type(model).__name__ == "LlavaForConditionalGeneration"
+    assert get_adapter(model, processor).family == "transformers-llava"
+    film = get_testdata_file("RG1_UNCI.dcm")
+    out = tmp_path / "out"
+    assert main(["explain", film, "small left pleural effusion", "--model", str(llava_dir),
+                 "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    (record,) = summary["phrases"]
+    assert record["score"] < 0  # a log-likelihood
+    heat = np.load(out / record["files"][1])
+    assert heat.shape == tuple(summary["original_size"]) and heat.max() > 0
+    assert "report" not in summary and not (out / "report.html").exists()
+
+
+def test_explain_generate_writes_an_html_report_linking_each_phrase(llava_dir, tmp_path):
+    import json
+    import re
+
+    from captum_matex.cli import main
+    from captum_matex.data import PhantomCXR
+    from PIL import Image
+
+    film = tmp_path / "film.png"
+    Image.fromarray((PhantomCXR("test")[0].image[0].numpy() * 255).astype("uint8")).save(film)
+    out = tmp_path / "report"
+    assert main(["explain", str(film), "--generate", "--max-new-tokens", "8",
+                 "--model", str(llava_dir), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    page = (out / "report.html").read_text()
+    explained = [r["phrase"] for r in summary["phrases"]]
+    from captum_matex.phrases import is_negated, report_phrases
+
+    assert explained == [p for p in report_phrases(summary["report"]) if not is_negated(p)]
+    assert explained, "the random model's report had no phrase to explain"
+    for index, record in enumerate(summary["phrases"]):
+        overlay = record["files"][0]
+        assert (out / overlay).is_file()
+        assert f'href="#phrase-{index}"' in page and f'src="{overlay}"' in page
+    # everything the page links is a file beside it: the folder can be zipped as it is
+    for link in re.findall(r'src="([^"]+)"', page):
+        assert not link.startswith(("/", "http")) and (out / link).is_file()
+
+
+def test_generate_refuses_a_dual_encoder_by_name(tmp_path, capsys):
+    from captum_matex.cli import main
+    from captum_matex.data import PhantomCXR
+    from PIL import Image
+
+    film = tmp_path / "film.png"
+    Image.fromarray((PhantomCXR("test")[0].image[0].numpy() * 255).astype("uint8")).save(film)
+    assert main(["explain", str(film), "--generate", "--out", str(tmp_path / "o")]) == 2
+    assert "--generate needs a generative model" in capsys.readouterr().err

@@ -13,11 +13,13 @@ from test_model_state import CHEAP, assert_same_state, full_state, tiny_model
 from torch import nn
 
 import captum_matex._inputs as inputs_module
+from captum_matex.adapters import HFCLIPAdapter
+from captum_matex.support import runnable_methods
 from captum_matex import MATEX, SimilarityForward, baselines
 from captum_matex.adapters import get_adapter
 from captum_matex.adapters.base import check_materialised, meta_tensors, model_device
 
-METHODS = [*baselines.available(), "similarity_forward"]
+METHODS = [*runnable_methods(HFCLIPAdapter), "similarity_forward"]
 IMAGES = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(5))
 TEXT = PHRASES[:2]
 TOKENIZER = make_tokenizer()

@@ -13,9 +13,11 @@ import torch.nn.modules.module as module_globals
 from conftest import PHRASES, make_clip, make_siglip, make_tokenizer
 
 from captum_matex import SimilarityForward, baselines
+from captum_matex.adapters import HFCLIPAdapter
+from captum_matex.support import runnable_methods
 from captum_matex.adapters import base as adapter_base
 
-METHODS = baselines.available()
+METHODS = runnable_methods(HFCLIPAdapter)  # the others refuse CLIP by name (test_siglip)
 CHEAP = {
     "integrated_gradients": dict(n_steps=4, internal_batch_size=16),
     "smoothgrad": dict(nt_samples=2),

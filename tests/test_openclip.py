@@ -21,7 +21,8 @@ from torch import Tensor, nn  # noqa: E402
 from transformers import BertConfig  # noqa: E402
 
 from captum_matex import MATEX, baselines  # noqa: E402
-from captum_matex.adapters import OpenCLIPAdapter, TimmOpenCLIPAdapter, get_adapter  # noqa: E402
+from captum_matex.adapters import HFCLIPAdapter, OpenCLIPAdapter, TimmOpenCLIPAdapter, get_adapter  # noqa: E402
+from captum_matex.support import runnable_methods  # noqa: E402
 from captum_matex.cli import main  # noqa: E402
 from captum_matex.data import read_image  # noqa: E402
 from captum_matex.data.geometry import prepare  # noqa: E402
@@ -120,7 +121,7 @@ def test_get_adapter_recognises_both_towers(family):
     assert adapter.embedding_dim == 16 and adapter.context_length == 16
 
 
-@pytest.mark.parametrize("name", baselines.available())
+@pytest.mark.parametrize("name", runnable_methods(HFCLIPAdapter))  # dual encoders, class token
 def test_every_method_meets_the_output_contract(name, family, images):
     model, tokenizer, _ = family
     model.train()
@@ -474,6 +475,10 @@ def test_open_clip_siglip_every_method_runs_or_refuses_by_name(images):
         cls = registry.methods.get(name)
         if "class token" in cls.requires:
             with pytest.raises(ValueError, match=f"needs a class token; {family} models pool"):
+                cls(model, SIGLIP_TOKENIZER)
+            continue
+        if set(cls.requires) - set(get_adapter(model).capabilities):  # e.g. a decoder's prompt
+            with pytest.raises(ValueError, match=f"{family} models"):
                 cls(model, SIGLIP_TOKENIZER)
             continue
         maps = cls(model, SIGLIP_TOKENIZER, **FAST.get(name, {})).attribute(

@@ -22,6 +22,8 @@ from conftest import WORDS, make_clip, make_tokenizer
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from captum_matex.adapters import HFCLIPAdapter
+from captum_matex.support import runnable_methods
 from captum_matex import MATEX, SimilarityForward, baselines
 
 IMAGE = 16  # the tiny model: 16 x 16 pixels, 8 x 8 patches, a 2 x 2 grid
@@ -65,7 +67,7 @@ def matex(model, tokenizer):
 def explainers(model, tokenizer):
     return {
         name: baselines.get(name)(model, tokenizer, **CHEAP.get(name, {}))
-        for name in baselines.available()
+        for name in runnable_methods(HFCLIPAdapter)
     }
 
 
@@ -293,7 +295,7 @@ def test_matex_on_any_text_gives_a_valid_map_or_names_the_fix(matex, tokenizer, 
 # --------------------------------------------------------------------------
 @settings(max_examples=300, **SETTINGS)
 @given(
-    name=st.sampled_from(baselines.available()),
+    name=st.sampled_from(runnable_methods(HFCLIPAdapter)),
     batch=st.integers(1, 3),
     dtype=st.sampled_from(FLOATS),
     content=st.sampled_from(["noise", "noise", "constant", "zeros"]),

@@ -186,6 +186,10 @@ def test_every_method_runs_or_refuses_by_name(version):
             with pytest.raises(ValueError, match=f"needs a class token; {family} models pool"):
                 cls(model, TOKENIZER)
             continue
+        if set(cls.requires) - set(get_adapter(model).capabilities):  # e.g. a decoder's prompt
+            with pytest.raises(ValueError, match=f"{family} models"):
+                cls(model, TOKENIZER)
+            continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             maps = cls(model, TOKENIZER, **cheap.get(name, {})).attribute(x, (PHRASES,))
@@ -283,13 +287,14 @@ def test_load_model_refuses_a_checkpoint_that_is_no_dual_encoder(tmp_path):
 
 
 def test_the_support_matrix_is_what_the_constructors_do():
-    from conftest import make_clip
+    from conftest import make_clip, make_generative
 
     from captum_matex.support import support_matrix, support_table
 
     matrix = support_matrix()
     models = {"transformers-clip": make_clip(), "transformers-siglip": make_siglip(1),
-              "transformers-siglip2": make_siglip(2)}
+              "transformers-siglip2": make_siglip(2),
+              **{f"transformers-{f}": make_generative(f) for f in ("llava", "paligemma", "gemma3")}}
     for name, row in matrix.items():
         method = registry.methods.get(name)
         for family, model in models.items():

@@ -34,6 +34,10 @@ GENERATIVE_MISSING = {
         "score a phrase by its log-likelihood under a decoder, not by the similarity of "
         "an image embedding and a text embedding"
     ),
+    "plain causal prompt": (
+        "mark the prompt and the phrase apart with token_type_ids, which an attribution that "
+        "appends the phrase to input_ids (Captum's LLMAttribution) does not pass"
+    ),
 }
 
 
@@ -317,6 +321,36 @@ class GenerativeAdapter(HFEncoderAdapter):
         query_mask[:, -(length + 1):-1] = seq.phrase_mask.bool()
         cells = seq.image_positions[self.num_image_tokens - self.image_grid[0] * self.image_grid[1]:]
         return TargetPass(score, captured, query_mask, cells, self.image_grid)
+
+    def generate(self, images: Tensor, max_new_tokens: int = 64) -> list[str]:
+        r"""The model's greedy report for each image after the prompt.
+
+        Args:
+            images: ``(B, C, H, W)`` pixel values.
+            max_new_tokens: the longest report, in tokens.
+
+        Returns:
+            list of str: one decoded report per image (special tokens dropped).
+
+        Raises:
+            ValueError: no tokenizer is known to decode the report.
+        """
+        if self.tokenizer is None:
+            raise ValueError("generating a report needs the model's tokenizer to decode it; "
+                             "pass the processor to the explainer")
+        prefix = torch.tensor([self.prefix_ids()], device=images.device)
+        kwargs = {}
+        types = self.token_types(prefix[0], 0)
+        if types is not None:
+            kwargs["token_type_ids"] = types.expand(images.shape[0], -1)
+        with torch.no_grad():
+            out = self.model.generate(
+                input_ids=prefix.expand(images.shape[0], -1), pixel_values=images,
+                attention_mask=torch.ones_like(prefix).expand(images.shape[0], -1),
+                max_new_tokens=max_new_tokens, do_sample=False, **kwargs,
+            )
+        return [self.tokenizer.decode(row, skip_special_tokens=True).strip()
+                for row in out[:, prefix.shape[1]:].tolist()]
 
     def decoder_layers(self) -> list[nn.Module]:
         """The decoder's layers, input to output."""

@@ -20,6 +20,7 @@ installed packages add through the ``captum_matex.methods`` entry points.
 
 from captum_matex.baselines._captum import CaptumBaseline, PerturbationBaseline
 from captum_matex.baselines._registry import available, get, register
+from captum_matex.baselines.llm_attribution import CaptumLLMImageMask, grid_segments
 from captum_matex.baselines.chefer import CheferGradRollout
 from captum_matex.baselines.feature_ablation import FeatureAblation, patch_feature_mask
 from captum_matex.baselines.grad_eclip import GradECLIP
@@ -50,6 +51,7 @@ __all__ = [
     "AnatomyPriorOnly",
     "AttentionRollout",
     "CaptumBaseline",
+    "CaptumLLMImageMask",
     "CheferGradRollout",
     "FeatureAblation",
     "GradECLIP",
@@ -71,6 +73,7 @@ __all__ = [
     "ViTGradCAM",
     "available",
     "get",
+    "grid_segments",
     "patch_feature_mask",
     "register",
 ]

@@ -14,6 +14,7 @@ import torch
 
 from captum_matex._quiet import VERBOSE_HELP
 from captum_matex.cli._common import CLIError, load_model, load_plugins, prepare_out, quietly, save
+from captum_matex.cli._report import REPORT_NAME, write_report
 from captum_matex.loading import EMBEDDED, MODEL_HELP
 
 if TYPE_CHECKING:
@@ -47,11 +48,13 @@ def _method(name: str) -> type:
         raise CLIError(str(exc).strip("'\"")) from exc
 
 
-def _phrases(args: argparse.Namespace) -> list[str]:
-    r"""The phrases to explain, positional first, then ``--phrase``; never empty."""
-    phrases = list(args.phrases) + list(args.phrase or [])
-    if not phrases:
-        raise CLIError("give at least one phrase, e.g. matex explain IMAGE 'left pleural effusion'")
+def _phrases(args: argparse.Namespace, generated: Sequence[str] = ()) -> list[str]:
+    r"""The phrases to explain: ``generated`` (a report's), positional, then
+    ``--phrase``; never empty unless a report was generated."""
+    phrases = list(generated) + list(args.phrases) + list(args.phrase or [])
+    if not phrases and not args.generate:
+        raise CLIError("give at least one phrase, e.g. matex explain IMAGE 'left pleural effusion'"
+                       " (or --generate with a generative model)")
     if any(not p.strip() for p in phrases):
         raise CLIError("a phrase is empty; give a finding to explain")
     return phrases
@@ -96,12 +99,30 @@ def _domain_warnings(radiograph: Radiograph, model: str | None) -> list[str]:
     ]
 
 
-def _output_names(stems: Sequence[str], stages: bool) -> list[str]:
+def _output_names(stems: Sequence[str], stages: bool, report: bool) -> list[str]:
     r"""Every file ``matex explain`` writes into ``--out`` for these phrase stems."""
     names = [name for s in stems for name in (f"overlay_{s}.png", f"map_{s}.npy")]
     if stages:
         names += [f"stages_{s}.png" for s in stems]
-    return names + ["summary.json"]
+    return names + ["summary.json"] + ([REPORT_NAME] if report else [])
+
+
+def _generated_report(explainer: Any, image: torch.Tensor, max_new_tokens: int) -> str:
+    r"""The model's greedy report of ``image`` (``--generate``).
+
+    Raises:
+        CLIError: the model is not generative, or cannot decode its report.
+    """
+    generate = getattr(explainer.adapter, "generate", None)
+    if generate is None:
+        raise CLIError(
+            f"--generate needs a generative model (LLaVA, PaliGemma, Gemma 3, phantom-llava); "
+            f"{explainer.adapter.family} models score given phrases: pass them instead"
+        )
+    try:
+        return generate(image, max_new_tokens)[0]
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
 
 
 def _model_input(radiograph: Radiograph, processor: Any, mode: str,
@@ -229,7 +250,11 @@ def explain(args: argparse.Namespace) -> dict:
     - ``stages_<stem>.png``: MATEX's stages on the patch grid (MATEX only);
     - ``summary.json``: sizes, geometry, per phrase the score and the
       map's peak ``[x, y]`` in original pixels, and ``warnings`` (empty, or
-      why the maps may mean nothing, also printed on stderr).
+      why the maps may mean nothing, also printed on stderr);
+    - with ``--generate`` (generative models): the model's greedy report is
+      split into phrases, each explained, and ``report.html`` shows the
+      report with every phrase linked to its overlay (``summary.json`` gets
+      ``"report"``).
 
     Third-party loading messages are hidden unless ``--verbose``.
 
@@ -237,8 +262,9 @@ def explain(args: argparse.Namespace) -> dict:
         dict: The summary written to ``summary.json``.
     """
     from captum_matex import MATEX
+    from captum_matex.phrases import is_negated, report_phrases
 
-    phrases = _phrases(args)
+    _phrases(args)  # refuse a call without phrases before loading anything
     if args.batch_size < 1:
         raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}")
     method = _method(args.method)
@@ -246,12 +272,16 @@ def explain(args: argparse.Namespace) -> dict:
     cautions = _domain_warnings(radiograph, args.model)
     model, processor, model_name = load_model(args.model, args.device)
     image, geometry = _model_input(radiograph, processor, args.mode, args.device)
+    explainer = method(model, processor)
+    report = _generated_report(explainer, image, args.max_new_tokens) if args.generate else None
+    findings = [p for p in report_phrases(report or "") if not is_negated(p)]
+    phrases = _phrases(args, findings)
     out = Path(args.out)
     stems = [f"{i:02d}_{_slug(p)}" for i, p in enumerate(phrases)]
-    prepare_out(out, _output_names(stems, issubclass(method, MATEX)), args.force)
+    prepare_out(out, _output_names(stems, issubclass(method, MATEX), report is not None),
+                args.force)
     for message in cautions:
         print(f"matex: warning: {message}", file=sys.stderr)
-    explainer = method(model, processor)
     backdrop = _for_display(radiograph.to_tensor()[0])
     records: list[dict] = []
     with _progress(len(phrases)) as bar:
@@ -272,6 +302,9 @@ def explain(args: argparse.Namespace) -> dict:
         "phrases": records,
         "warnings": cautions,
     }
+    if report is not None:
+        summary["report"] = report
+        write_report(out, str(args.image), model_name, args.method, report, records)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"wrote {len(records)} explanation(s) to {out}")
     return summary
@@ -283,6 +316,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("image", help="PNG, JPEG or DICOM radiograph")
     ex.add_argument("phrases", nargs="*", help="phrase(s) to explain")
     ex.add_argument("--phrase", action="append", help="another phrase (repeatable)")
+    ex.add_argument("--generate", action="store_true",
+                    help="generative models: generate the report, explain each of its phrases "
+                    "(negated findings excepted) and write report.html")
+    ex.add_argument("--max-new-tokens", type=int, default=64,
+                    help="longest generated report, in tokens (default: 64)")
     ex.add_argument("--model", help=MODEL_HELP)
     ex.add_argument("--method", default="matex", help="explanation method (default: matex)")
     ex.add_argument("--mode", choices=MODES, default="letterbox",
