@@ -4,7 +4,8 @@ For each model size and batch size, measured in one run on the same model
 and inputs (interleaved rounds, median of each):
 
 - ``floor``: one forward + backward of the model family's image-text score
-  (CLIP: cosine; SigLIP: sigmoid logit) with respect to the images, the model as users load it from transformers 5.x
+  (CLIP: cosine; SigLIP: sigmoid logit; LLaVA: the phrase's log-likelihood)
+  with respect to the images, the model as users load it from transformers 5.x
   (SDPA attention). This is the floor for any gradient method.
 - ``floor_eager``: the same with eager attention (the path that exposes
   attention probabilities).
@@ -21,6 +22,7 @@ Usage::
     python benchmarks/speed.py --sizes vit-b16 --batches 1 --methods matex --phrases 8
     python benchmarks/speed.py --sizes openclip-vit-b16,biomedclip-vit-b16   # [openclip] extra
     python benchmarks/speed.py --sizes siglip-tiny,siglip-b16    # SigLIP: map head, sigmoid logit
+    python benchmarks/speed.py --sizes llava-tiny,llava-b16      # LLaVA: phrase log-likelihood
 """
 
 from __future__ import annotations
@@ -36,7 +38,14 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from transformers import CLIPConfig, CLIPModel, SiglipConfig, SiglipModel
+from transformers import (
+    CLIPConfig,
+    CLIPModel,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    SiglipConfig,
+    SiglipModel,
+)
 
 from captum_matex.adapters import get_adapter
 from captum_matex.baselines import get as get_method
@@ -51,6 +60,12 @@ SIZES = {
 
 #: transformers SigLIP image towers (``map`` head, sigmoid logit), random-initialised.
 SIGLIP_SIZES = {"siglip-tiny": "tiny", "siglip-b16": "vit-b16"}
+
+#: transformers LLaVA models: a CLIP image tower of the given size, a Llama decoder
+#: (hidden width, layers; vocabulary 32000, as LLaVA's), random-initialised.
+LLAVA_SIZES = {"llava-tiny": ("tiny", 64, 2), "llava-b16": ("vit-b16", 1024, 8)}
+#: token ids per explained phrase for the generative sizes
+PHRASE_TOKENS = 8
 
 #: open_clip architectures (need the ``openclip`` extra), random-initialised.
 OPEN_CLIP_SIZES = ("openclip-vit-b16", "biomedclip-vit-b16")
@@ -73,6 +88,16 @@ def build_model(size: str) -> torch.nn.Module:
                             timm_pool="", timm_proj="linear", image_size=224),
             text_cfg=dict(context_length=16, width=64, heads=2, layers=1),
         ).eval()
+    if size in LLAVA_SIZES:
+        vision, width, layers = LLAVA_SIZES[size]
+        config = LlavaConfig(
+            vision_config=dict(SIZES[vision], model_type="clip_vision_model"),
+            text_config=dict(model_type="llama", hidden_size=width, intermediate_size=4 * width,
+                             num_hidden_layers=layers, num_attention_heads=max(1, width // 64),
+                             vocab_size=32000, max_position_embeddings=512),
+            image_token_id=31999, vision_feature_layer=-2,
+        )
+        return LlavaForConditionalGeneration(config).eval()
     if size in SIGLIP_SIZES:
         vision = SIZES[SIGLIP_SIZES[size]]
         config = SiglipConfig(
@@ -95,7 +120,10 @@ def make_inputs(model: torch.nn.Module, batch: int, device: str):
     adapter = get_adapter(model)
     generator = torch.Generator().manual_seed(1)
     images = torch.randn(batch, adapter.num_channels, *adapter.image_size, generator=generator)
-    text = torch.randn(batch, adapter.embedding_dim, generator=generator)
+    if adapter.embedding_dim is None:  # a generative model: the phrase's token ids
+        text = torch.randint(4, 31000, (batch, PHRASE_TOKENS), generator=generator)
+    else:
+        text = torch.randn(batch, adapter.embedding_dim, generator=generator)
     return images.to(device), text.to(device)
 
 

@@ -232,8 +232,9 @@ class VisionLanguageAttribution(GradientAttribution):
                 images.detach().requires_grad_(True), text_embeddings, attentions=True
             )
             readout = trace.readout_weights()
-            groups = [trace.attentions, trace.target_pass.attentions]
-            ((relevance, decoder),) = grouped_relevance(groups, [trace.score], reduce)
+            ((relevance, decoder),) = grouped_relevance(
+                trace.attentions, [trace.score], reduce, own=[trace.target_pass.attentions]
+            )
         return trace, relevance, readout, decoder
 
 
@@ -421,49 +422,54 @@ def block_relevance(
     it goes. ``trace.attentions`` is emptied.
     """
     attentions, trace.attentions = trace.attentions, []
-    return [groups[0] for groups in grouped_relevance([attentions], scores, reduce)]
+    return [shared for shared, _ in grouped_relevance(attentions, scores, reduce)]
 
 
 def grouped_relevance(
-    groups: list[list[Tensor]], scores: list[Tensor], reduce: BlockReduction
-) -> list[list[Tensor | None]]:
-    r""":func:`block_relevance` for several groups of attention tensors at once
-    (the vision tower's blocks first, then e.g. a decoder's layers): for each
-    score, one ``(M, L_g, T_g, T_g)`` stack per group (``None`` for an empty
-    group), all from one backward pass per score.
+    shared: list[Tensor],
+    scores: list[Tensor],
+    reduce: BlockReduction,
+    own: list[list[Tensor]] | None = None,
+) -> list[tuple[Tensor, Tensor | None]]:
+    r""":func:`block_relevance` with, for each score, attention tensors of its
+    own: ``shared`` are the vision blocks every score passes through,
+    ``own[k]`` e.g. the decoder layers of the pass that computed
+    ``scores[k]``. For each score, ``(shared stack (M, L, T, T), own stack
+    (M, L_k, S, S) or None)``, from one backward pass per score.
 
-    The backward pass runs to the first tensor of the first group, the
-    earliest in the graph, so every tensor in between meets its gradient.
-    The lists in ``groups`` are emptied.
+    The backward pass runs to the first shared tensor, the earliest in the
+    graph, so every tensor in between meets its gradient. The shared tensors
+    are released during the last pass, each score's own ones during its
+    pass; the lists are emptied.
     """
-    sizes = [len(group) for group in groups]
-    pending: list[Tensor | None] = [a for group in groups for a in group]
-    for group in groups:
-        group.clear()
+    own = own if own is not None else [[] for _ in scores]
+    pending: list[Tensor | None] = list(shared)
+    shared.clear()
     first = pending[0]
     results = []
-    for position, score in enumerate(scores):
+    for position, (score, extra) in enumerate(zip(scores, own)):
         last = position == len(scores) - 1
-        reduced: list[Tensor | None] = [None] * len(pending)
+        tensors: list[Tensor | None] = pending + list(extra)
+        extra.clear()
+        reduced: list[Tensor | None] = [None] * len(tensors)
 
-        def hook_for(index: int, reduced=reduced, last=last):
+        def hook_for(index: int, reduced=reduced, tensors=tensors, last=last):
             def hook(grad: Tensor) -> None:
-                reduced[index] = reduce(pending[index].detach(), grad)
-                if last:
-                    pending[index] = None
+                reduced[index] = reduce(tensors[index].detach(), grad)
+                if last or index >= len(pending):
+                    tensors[index] = None
+                    if index < len(pending):
+                        pending[index] = None
 
             return hook
 
-        handles = [a.register_hook(hook_for(i)) for i, a in enumerate(pending)]
+        handles = [a.register_hook(hook_for(i)) for i, a in enumerate(tensors)]
         try:
             torch.autograd.grad(score.sum(), first, retain_graph=not last)
         finally:
             for handle in handles:
                 handle.remove()
-        stacks, offset = [], 0
-        for size in sizes:
-            part = reduced[offset:offset + size]
-            stacks.append(torch.stack(part, 1) if size else None)
-            offset += size
-        results.append(stacks)
+        mine = reduced[len(pending):]
+        results.append((torch.stack(reduced[:len(pending)], 1),
+                        torch.stack(mine, 1) if mine else None))
     return results

@@ -304,29 +304,27 @@ class MATEX(Explainer):
                     images.detach().requires_grad_(True), embeddings[:, 0],
                     attentions=True,
                 )
-                # every phrase scored on the one image pass (a decoder: B * K sequences)
-                scored = self.adapter.target.evaluate(
-                    trace.image_embeddings[:, None], embeddings, attentions=True
-                )
-                scores = scored.score
+                # every further phrase scored on the one image pass (a decoder: one pass each,
+                # so that each phrase's backward pass meets only its own decoder rows)
+                passes = [trace.target_pass] + [
+                    self.adapter.target.evaluate(
+                        trace.image_embeddings, embeddings[:, k], attentions=True
+                    )
+                    for k in range(1, embeddings.shape[1])
+                ]
                 trace.image_embeddings = trace.target_pass = None
                 readout = trace.readout_weights()  # what the embedding reads: every phrase's
                 relevances = grouped_relevance(
-                    [trace.attentions, scored.attentions], list(scores.unbind(1)),
-                    self.attention.block,
+                    trace.attentions, [p.score for p in passes], self.attention.block,
+                    own=[p.attentions for p in passes],
                 )
         maps, diagnostics = [], []
-        k_phrases = embeddings.shape[1]
         with torch.no_grad():
             for k, (relevance, decoder) in enumerate(relevances):
-                # the decoder's sequences are image-major: phrase k of image b is row b * K + k
-                rows = slice(k, None, k_phrases)
                 trace_k = replace(
-                    trace, score=scores[:, k].detach(), text_embeddings=embeddings[:, k].detach(),
-                    target_pass=None if decoder is None else replace(
-                        scored, query_mask=scored.query_mask[rows]),
+                    trace, score=passes[k].score.detach(),
+                    text_embeddings=embeddings[:, k].detach(), target_pass=passes[k],
                 )
-                decoder = None if decoder is None else decoder[rows]
                 phrases_k = [row[k] for row in per_image]
                 diagnostics.append(self._fuse(
                     trace_k, relevance, readout, decoder, phrases_k, anatomy_masks, images
