@@ -17,7 +17,11 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 OPEN_CLIP_SCHEMAS = ("hf-hub:", "local-dir:")
 
 #: Names of the embedded models (shipped in the package) -> their loader in :mod:`captum_matex.zoo`
-EMBEDDED = {"phantom-clip": "phantom_clip", "phantom-siglip": "phantom_siglip"}
+EMBEDDED = {
+    "phantom-clip": "phantom_clip",
+    "phantom-siglip": "phantom_siglip",
+    "phantom-llava": "phantom_llava",
+}
 EMBEDDED_DEFAULT = "phantom-clip"
 
 #: What ``--model`` accepts on the command line (:func:`load_model`).

@@ -348,3 +348,12 @@ def test_generate_refuses_a_dual_encoder_by_name(tmp_path, capsys):
     Image.fromarray((PhantomCXR("test")[0].image[0].numpy() * 255).astype("uint8")).save(film)
     assert main(["explain", str(film), "--generate", "--out", str(tmp_path / "o")]) == 2
     assert "--generate needs a generative model" in capsys.readouterr().err
+
+
+def test_a_vision_tower_of_another_layout_is_refused_by_name():
+    model = make_generative("llava")
+    encoder = model.model.vision_tower.encoder
+    encoder.layer = encoder.layers  # a DINOv2-like layout: encoder.layer, no encoder.layers
+    del encoder.layers
+    with pytest.raises(ValueError, match="not of the CLIP or SigLIP layout"):
+        MATEX(model)

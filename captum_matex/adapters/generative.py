@@ -93,6 +93,13 @@ class GenerativeAdapter(HFEncoderAdapter):
     default_prompt: str = "Findings:"
 
     def __init__(self, model: nn.Module, tokenizer=None, prompt: str | Sequence[int] | None = None) -> None:
+        vision = self.vision_transformer(model)
+        if not isinstance(getattr(getattr(vision, "encoder", None), "layers", None), nn.ModuleList):
+            raise ValueError(
+                f"{type(model).__name__}'s vision tower ({type(vision).__name__}) is not of the "
+                "CLIP or SigLIP layout (embeddings, encoder.layers) that this adapter runs block "
+                "by block (e.g. MAIRA-2's RAD-DINO tower); wrap it in your own GenerativeAdapter"
+            )
         super().__init__(model, tokenizer)
         self.prompt = self.default_prompt if prompt is None else prompt
         self.target = PhraseLogLikelihood(self.decoder_pass)

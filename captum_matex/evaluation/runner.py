@@ -31,11 +31,14 @@ from captum_matex.forward import SimilarityForward
 from captum_matex.registry import BUILT_IN, metrics, methods
 
 #: The methods of the headline study (MATEX, its ablations, the prior-only
-#: control and the baselines that explain the same score).
+#: control and the baselines that explain the same score; those a model's
+#: family refuses are left out with the reason, e.g. Captum's LLMAttribution
+#: runs on LLaVA models only).
 DEFAULT_METHODS = (
     "matex", "matex_no_anatomy", "matex_with_text_prior", "matex_no_rollout",
     "matex_no_consistency", "prior_only", "m2ib", "chefer", "rollout", "gradcam",
     "grad_eclip", "legrad", "patch_text", "saliency", "integrated_gradients",
+    "llm_attribution",
 )
 #: The phantom's own splits; :data:`~captum_matex.evaluation.robustness.SPLITS`
 #: adds the held-out robustness splits made from its test films.
