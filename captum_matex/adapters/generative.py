@@ -86,7 +86,7 @@ class GenerativeAdapter(HFEncoderAdapter):
             token (e.g. ``"<image>"``) puts the image there instead of first.
     """
 
-    capabilities: frozenset[str] = frozenset()
+    capabilities: frozenset[str] = frozenset({"decoder"})
     missing = GENERATIVE_MISSING
     block_readout = None
     #: prompt used when none is given

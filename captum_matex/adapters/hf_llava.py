@@ -34,7 +34,7 @@ class HFLlavaAdapter(GenerativeAdapter):
     """
 
     family = "transformers-llava"
-    capabilities = frozenset({"plain causal prompt"})
+    capabilities = frozenset({"decoder", "plain causal prompt"})
 
     def __init__(self, model: nn.Module, tokenizer=None, prompt=None) -> None:
         super().__init__(model, tokenizer, prompt)

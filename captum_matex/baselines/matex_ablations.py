@@ -32,6 +32,14 @@ class MATEXNoAnatomy(_Ablation):
     removed, title = "anatomical_prior", "anatomical prior"
 
 
+@register("matex_no_decoder_prior")
+class MATEXNoDecoderPrior(_Ablation):
+    r"""MATEX on a generative model without the decoder's attention prior
+    (:class:`~captum_matex.stages.DecoderAttentionPrior`): the vision tower's
+    evidence and the anatomical prior only."""
+
+    removed, title = "decoder_prior", "decoder prior"
+    requires = frozenset({"decoder"})
 
 
 @register("matex_no_rollout")

@@ -109,8 +109,9 @@ __all__ = [
 ]
 
 MODEL_DIR = Path(__file__).resolve().parent / "phantom_llava"
-#: The prompt the model was trained to answer (tokens ``findings``, ``:``)
-PHANTOM_LLAVA_PROMPT = "findings:"
+#: The prompt the model was trained to answer (tokens ``findings``, ``:``; the
+#: tokenizer lower-cases, so this is also the generative adapters' default prompt)
+PHANTOM_LLAVA_PROMPT = "Findings:"
 #: The report of a film without findings
 NORMAL_REPORT = "no acute cardiopulmonary process."
 #: Image tokens per film: the 14 x 14 patch grid (class token dropped)
