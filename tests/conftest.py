@@ -167,7 +167,8 @@ IMAGE_TOKEN_ID = len(WORDS) + 4
 def make_generative(family: str, layers: int = 3, image_size: int = 32, seed: int = 0):
     r"""A random tiny image-to-text model built from its config (eager-free: SDPA,
     as loaded by default): ``"llava"`` (CLIP tower, class token dropped, the
-    projector reads block -2), ``"llava-siglip"`` (SigLIP tower, ``"full"``),
+    projector reads block -2), ``"llava-full"`` (the same, class token read),
+    ``"llava-siglip"`` (SigLIP tower, ``"full"``),
     ``"paligemma"`` or ``"gemma3"`` (its image tokens pooled 2 x 2). The
     decoder's vocabulary is the word-level tokenizer's plus the image tokens."""
     from transformers import (
@@ -183,13 +184,13 @@ def make_generative(family: str, layers: int = 3, image_size: int = 32, seed: in
     decoder = dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
                    num_attention_heads=4, num_key_value_heads=2, vocab_size=vocab,
                    max_position_embeddings=64, pad_token_id=0, bos_token_id=1, eos_token_id=3)
-    if family in ("llava", "llava-siglip"):
-        clip = family == "llava"
+    if family in ("llava", "llava-full", "llava-siglip"):
+        clip = family != "llava-siglip"
         config = LlavaConfig(
             vision_config=dict(vision, model_type="clip_vision_model" if clip else "siglip_vision_model"),
             text_config=dict(decoder, model_type="llama"),
             image_token_id=IMAGE_TOKEN_ID, vision_feature_layer=-2,
-            vision_feature_select_strategy="default" if clip else "full",
+            vision_feature_select_strategy="default" if family == "llava" else "full",
         )
         model = LlavaForConditionalGeneration(config)
     elif family == "paligemma":

@@ -16,7 +16,7 @@ from captum_matex.adapters import GenerativeAdapter, get_adapter
 
 pytestmark = pytest.mark.usefixtures("tiny_threads")
 
-FAMILIES = ["llava", "llava-siglip", "paligemma", "gemma3"]
+FAMILIES = ["llava", "llava-full", "llava-siglip", "paligemma", "gemma3"]
 IMAGES = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
 #: two phrases as token ids of the tiny vocabulary, the second one token shorter (padded with 0)
 PHRASE_IDS = torch.tensor([[17, 4, 14, 15], [5, 10, 13, 0]])
@@ -81,6 +81,16 @@ def test_llava_leaves_out_the_vision_blocks_after_the_feature_layer():
     weights = trace.readout_weights()
     assert weights[:, 0].eq(0).all()
     torch.testing.assert_close(weights.sum(-1), torch.ones(2), atol=1e-6, rtol=0)
+
+
+def test_llava_reading_the_class_token_reads_it_in_the_rollout_too():
+    adapter = get_adapter(make_generative("llava-full"))
+    assert adapter.num_image_tokens == 17  # 16 patches and the class token
+    with adapter.explaining():
+        trace = adapter.trace(IMAGES, PHRASE_IDS)
+    weights = trace.readout_weights()
+    torch.testing.assert_close(weights, torch.full((2, 17), 1 / 17), atol=1e-7, rtol=0)
+    assert trace.target_pass.image_mask.numel() == 16  # the prior's cells: patches only
 
 
 def test_paligemma_scores_the_phrase_as_the_causal_suffix():

@@ -81,9 +81,10 @@ class GenerativeAdapter(HFEncoderAdapter):
         tokenizer: its tokenizer or processor, for phrases and prompts given
             as strings.
         prompt: the text between the image and the phrase (the family's
-            :attr:`default_prompt` when ``None``), a string (needs the
-            tokenizer) or token ids. A string holding the processor's image
-            token (e.g. ``"<image>"``) puts the image there instead of first.
+            :attr:`default_prompt` when ``None``; none without a tokenizer),
+            a string (needs the tokenizer) or token ids. A string holding the
+            processor's image token (e.g. ``"<image>"``) puts the image there
+            instead of first.
     """
 
     capabilities: frozenset[str] = frozenset({"decoder"})
@@ -363,15 +364,26 @@ class GenerativeAdapter(HFEncoderAdapter):
         """The decoder's layers, input to output."""
         return list(self.model.get_decoder().layers)
 
+    @property
+    def first_read_token(self) -> int:
+        r"""The first of the last block's tokens the projector reads (default:
+        the first patch; the class token, where there is one, is dropped)."""
+        return self.num_prefix_tokens
+
     def readout_tokens(self, tokens: Tensor) -> Tensor:
         r"""Uniform weights on the vision tokens the projector reads."""
         weights = torch.zeros(tokens.shape[:2], device=tokens.device, dtype=tokens.dtype)
-        weights[:, self.num_prefix_tokens:] = 1.0
+        weights[:, self.first_read_token:] = 1.0
         return weights / weights.sum(-1, keepdim=True)
 
-    def _grid_from_tokens(self, n_patches: int) -> tuple[int, int]:
+    @property
+    def patch_grid(self) -> tuple[int, int]:
+        """``(h, w)`` patch grid of the vision tower at its input size."""
         (h, w), (ph, pw) = self.image_size, self.patch_size
         return h // ph, w // pw
+
+    def _grid_from_tokens(self, n_patches: int) -> tuple[int, int]:
+        return self.patch_grid
 
     @contextlib.contextmanager
     def attention_exposed(self) -> Iterator[None]:

@@ -37,7 +37,7 @@ class HFPaliGemmaAdapter(GenerativeAdapter):
 
     @property
     def image_grid(self) -> tuple[int, int]:
-        return self._grid_from_tokens(0)
+        return self.patch_grid
 
     def image_features(self, tokens: Tensor) -> Tensor:
         return self.projector(self.vision.post_layernorm(tokens))
@@ -85,6 +85,11 @@ class HFGemma3Adapter(GenerativeAdapter):
     def image_grid(self) -> tuple[int, int]:
         side = int(round(self.model.config.mm_tokens_per_image**0.5))
         return side, side
+
+    @property
+    def first_read_token(self) -> int:
+        """0: the projector pools every token of the (class-token-free) tower."""
+        return 0
 
     def image_features(self, tokens: Tensor) -> Tensor:
         return self.projector(self.vision.post_layernorm(tokens))

@@ -65,13 +65,17 @@ class HFLlavaAdapter(GenerativeAdapter):
 
     @property
     def image_grid(self) -> tuple[int, int]:
-        return self._grid_from_tokens(0)
+        return self.patch_grid
+
+    @property
+    def first_read_token(self) -> int:
+        """0 with ``vision_feature_select_strategy="full"``: the class token is read too."""
+        return self.num_prefix_tokens if self.strategy == "default" else 0
 
     @property
     def num_image_tokens(self) -> int:
         h, w = self.image_grid
-        kept_prefix = 0 if self.strategy == "default" else self.num_prefix_tokens
-        return h * w + kept_prefix
+        return h * w + self.num_prefix_tokens - self.first_read_token
 
     def image_features(self, tokens: Tensor) -> Tensor:
         selected = tokens[:, 1:] if self.strategy == "default" else tokens
