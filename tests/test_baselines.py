@@ -137,7 +137,7 @@ def test_registry_lists_and_returns_every_method():
         "saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "occlusion",
         "feature_ablation", "layer_gradcam", "prior_only", "matex_no_anatomy",
         "matex_with_text_prior", "matex_no_rollout", "matex_no_consistency", "llm_attribution",
-        "matex_no_decoder_prior",
+        "matex_with_decoder_prior",
     }
     assert set(names) == expected and names == sorted(names)
     assert baselines.get("matex") is MATEX

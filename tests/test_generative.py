@@ -13,6 +13,8 @@ from helpers import assert_valid_maps
 
 from captum_matex import MATEX, SimilarityForward, baselines
 from captum_matex.adapters import GenerativeAdapter, get_adapter
+from captum_matex.matex import READ_ALL_ALPHA
+from captum_matex.stages import DecoderAttentionPrior
 
 pytestmark = pytest.mark.usefixtures("tiny_threads")
 
@@ -113,7 +115,7 @@ def test_paligemma_scores_the_phrase_as_the_causal_suffix():
 @pytest.mark.parametrize("family", FAMILIES)
 def test_matex_gives_valid_phrase_dependent_maps_from_token_ids(family):
     model = make_generative(family)
-    explainer = MATEX(model)
+    explainer = MATEX(model, decoder_prior=DecoderAttentionPrior())
     maps, diag = explainer.attribute(IMAGES, (PHRASE_IDS,), return_diagnostics=True)
     assert_valid_maps(maps, IMAGES)
     assert (maps.flatten(1).std(1) > 1e-3).all(), "a constant map"
@@ -129,10 +131,23 @@ def test_matex_gives_valid_phrase_dependent_maps_from_token_ids(family):
     assert ((maps - swapped).flatten(1).abs().amax(1) > 1e-3).all(), "maps ignore the phrase"
 
 
+def test_matex_defaults_on_a_generative_model_are_the_measured_ones():
+    from conftest import make_clip
+
+    explainer = MATEX(make_generative("llava"))
+    assert explainer.decoder_prior is None and explainer.fusion.alpha == READ_ALL_ALPHA == 0
+    _, diag = explainer.attribute(IMAGES, (PHRASE_IDS,), return_diagnostics=True)
+    assert list(diag.priors) == ["anatomy"]
+    assert MATEX(make_clip()).fusion.alpha == 0.75  # dual encoders keep theirs
+    with_prior = baselines.get("matex_with_decoder_prior")(make_generative("llava"))
+    _, diag = with_prior.attribute(IMAGES, (PHRASE_IDS,), return_diagnostics=True)
+    assert list(diag.priors) == ["anatomy", "decoder"]
+
+
 @pytest.mark.parametrize("family", ["llava", "gemma3"])
 def test_phrases_of_one_report_share_one_vision_pass(family):
     model = make_generative(family)
-    explainer = MATEX(model)
+    explainer = MATEX(model, decoder_prior=DecoderAttentionPrior())
     passes = []
     handle = explainer.adapter.vision.embeddings.register_forward_hook(lambda *_: passes.append(1))
     try:

@@ -43,7 +43,7 @@ register("matex")(MATEX)
 from captum_matex.baselines.matex_ablations import (  # noqa: E402  (registers after MATEX)
     MATEXNoAnatomy,
     MATEXNoConsistency,
-    MATEXNoDecoderPrior,
+    MATEXWithDecoderPrior,
     MATEXNoRollout,
     MATEXWithTextPrior,
 )
@@ -63,7 +63,7 @@ __all__ = [
     "M2IB",
     "MATEXNoAnatomy",
     "MATEXNoConsistency",
-    "MATEXNoDecoderPrior",
+    "MATEXWithDecoderPrior",
     "MATEXNoRollout",
     "MATEXWithTextPrior",
     "Occlusion",

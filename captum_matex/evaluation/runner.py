@@ -38,7 +38,7 @@ DEFAULT_METHODS = (
     "matex", "matex_no_anatomy", "matex_with_text_prior", "matex_no_rollout",
     "matex_no_consistency", "prior_only", "m2ib", "chefer", "rollout", "gradcam",
     "grad_eclip", "legrad", "patch_text", "saliency", "integrated_gradients",
-    "llm_attribution", "matex_no_decoder_prior",
+    "llm_attribution", "matex_with_decoder_prior",
 )
 #: The phantom's own splits; :data:`~captum_matex.evaluation.robustness.SPLITS`
 #: adds the held-out robustness splits made from its test films.
