@@ -102,6 +102,7 @@ class GenerativeAdapter(HFEncoderAdapter):
                 "by block (e.g. MAIRA-2's RAD-DINO tower); wrap it in your own GenerativeAdapter"
             )
         super().__init__(model, tokenizer)
+        self.projector = _submodule(model, "multi_modal_projector")
         self.prompt = self.default_prompt if prompt is None else prompt
         self.target = PhraseLogLikelihood(self.decoder_pass)
         self._forward_params = set(inspect.signature(model.forward).parameters)
@@ -117,10 +118,12 @@ class GenerativeAdapter(HFEncoderAdapter):
     def image_grid(self) -> tuple[int, int]:
         """``(h, w)`` grid of the image tokens the decoder reads (patch cells)."""
 
-    @abstractmethod
     def image_features(self, tokens: Tensor) -> Tensor:
         r"""The decoder's image tokens ``(B, n, D)`` from the last used vision
-        block's tokens ``(B, T, d)``, as the model makes them."""
+        block's tokens ``(B, T, d)``, as the model makes them; by default the
+        projector on the tower's normed output (``last_hidden_state``, as
+        PaliGemma and Gemma 3 read it)."""
+        return self.projector(self.vision.post_layernorm(tokens))
 
     def token_types(self, prefix: Tensor, phrase_length: int) -> Tensor | None:
         r"""``(S,)`` token types of a sequence with ``prefix`` and a phrase of

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from captum_matex.adapters.generative import GenerativeAdapter, _submodule
+from captum_matex.adapters.generative import GenerativeAdapter
 from captum_matex.adapters.hf_llava import _is_instance
 
 
@@ -26,10 +26,6 @@ class HFPaliGemmaAdapter(GenerativeAdapter):
 
     family = "transformers-paligemma"
 
-    def __init__(self, model: nn.Module, tokenizer=None, prompt=None) -> None:
-        super().__init__(model, tokenizer, prompt)
-        self.projector = _submodule(model, "multi_modal_projector")
-
     @staticmethod
     def supports(model: nn.Module) -> bool:
         """Whether ``model`` is a transformers PaliGemma model."""
@@ -38,9 +34,6 @@ class HFPaliGemmaAdapter(GenerativeAdapter):
     @property
     def image_grid(self) -> tuple[int, int]:
         return self.patch_grid
-
-    def image_features(self, tokens: Tensor) -> Tensor:
-        return self.projector(self.vision.post_layernorm(tokens))
 
     def prefix_ids(self) -> list[int]:
         before, after = self.prompt_ids()
@@ -72,10 +65,6 @@ class HFGemma3Adapter(GenerativeAdapter):
 
     family = "transformers-gemma3"
 
-    def __init__(self, model: nn.Module, tokenizer=None, prompt=None) -> None:
-        super().__init__(model, tokenizer, prompt)
-        self.projector = _submodule(model, "multi_modal_projector")
-
     @staticmethod
     def supports(model: nn.Module) -> bool:
         """Whether ``model`` is a transformers Gemma 3 image-text model."""
@@ -90,9 +79,6 @@ class HFGemma3Adapter(GenerativeAdapter):
     def first_read_token(self) -> int:
         """0: the projector pools every token of the (class-token-free) tower."""
         return 0
-
-    def image_features(self, tokens: Tensor) -> Tensor:
-        return self.projector(self.vision.post_layernorm(tokens))
 
     def prefix_ids(self) -> list[int]:
         config = self.model.config

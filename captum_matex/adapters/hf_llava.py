@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from captum_matex.adapters.generative import GenerativeAdapter, _submodule
+from captum_matex.adapters.generative import GenerativeAdapter
 
 
 def _is_instance(model: nn.Module, name: str) -> bool:
@@ -38,7 +38,6 @@ class HFLlavaAdapter(GenerativeAdapter):
 
     def __init__(self, model: nn.Module, tokenizer=None, prompt=None) -> None:
         super().__init__(model, tokenizer, prompt)
-        self.projector = _submodule(model, "multi_modal_projector")
         layer = model.config.vision_feature_layer
         if not isinstance(layer, int):
             raise ValueError(
