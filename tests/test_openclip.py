@@ -386,7 +386,7 @@ def test_open_clip_siglip_is_dispatched_on_structure_and_refused_by_the_token_ad
     assert adapter.family == "open_clip-timm-siglip"
     assert adapter.num_prefix_tokens == 0 and adapter.num_layers == 2
     assert adapter.image_size == (32, 32) and adapter.embedding_dim == 32
-    assert adapter.capabilities == frozenset() and isinstance(adapter.target, SigmoidLogit)
+    assert adapter.capabilities == frozenset({"contrastive embedding"}) and isinstance(adapter.target, SigmoidLogit)
     # chosen explicitly, the class-token adapter keeps refusing a map trunk
     with pytest.raises(ValueError, match="pooled by the class token.*'map'"):
         TimmOpenCLIPAdapter(model)
