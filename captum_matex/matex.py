@@ -87,12 +87,32 @@ class MATEXDiagnostics:
         )
 
 
-#: Fusion's weight of the rollouts for a target that reads every image token (a
-#: generative model, whose readout is uniform over the projector's tokens): 0,
-#: the layer-consistency map alone. Chosen on the phantom report model's
-#: validation films (seed 0, 100 with a finding): pointing game 0.95 at 0,
-#: 0.91 at 0.25, 0.88 at 0.5 and 0.87 at the dual encoders' 0.75.
-READ_ALL_ALPHA = 0.0
+#: Fusion's weight ``alpha`` of the rollouts against the layer-consistency map,
+#: by what the image embedding or the target reads. Each was chosen on the
+#: validation films (phantom seed 0, 100 with a finding, anatomy floor 0.5) of
+#: the embedded model of that kind, by pointing game:
+#:
+#: - ``"class token"`` (CLIP): 0.75 (``benchmarks/tune_matex.py``).
+#: - ``"attention probe"`` (SigLIP's ``map`` head): 0.25; phantom SigLIP 0.93
+#:   at 0 and 0.25 (CNR 2.39 and 2.55), 0.90 at 0.5, 0.88 at 0.75, 0.85 at 1.
+#: - ``"decoder"`` (generative models, whose readout is every image token the
+#:   projector hands over): 0, the consistency map alone; phantom report
+#:   model 0.95 at 0, 0.91 at 0.25, 0.88 at 0.5, 0.87 at 0.75.
+FUSION_ALPHA = {"class token": 0.75, "attention probe": 0.25, "decoder": 0.0}
+
+
+def readout_kind(adapter: VisionLanguageAdapter) -> str:
+    r"""What the adapter's score reads of the image: a key of :data:`FUSION_ALPHA`."""
+    capabilities = adapter.capabilities
+    if "decoder" in capabilities:
+        return "decoder"
+    return "class token" if "class token" in capabilities else "attention probe"
+
+
+def default_fusion(adapter: VisionLanguageAdapter) -> Fusion:
+    r"""MATEX's default :class:`~captum_matex.stages.Fusion` for this adapter's
+    readout (``alpha`` from :data:`FUSION_ALPHA`)."""
+    return Fusion(alpha=FUSION_ALPHA[readout_kind(adapter)])
 
 
 class MATEX(Explainer):
@@ -140,8 +160,10 @@ class MATEX(Explainer):
             ``None`` (off: on the phantom report model's validation films it
             lowered the pointing game from 0.95 to 0.78; the benchmark's
             ``matex_with_decoder_prior`` row shows it).
-        fusion: stage 5, default :class:`~captum_matex.stages.Fusion`, with
-            ``alpha=0`` (``captum_matex.matex.READ_ALL_ALPHA``) for generative models.
+        fusion: stage 5, default :func:`default_fusion`: a
+            :class:`~captum_matex.stages.Fusion` whose ``alpha`` depends on what
+            the score reads (:data:`FUSION_ALPHA`: 0.75 for a class token, 0.25
+            for an attention probe, 0 for a generative model's image tokens).
         eval_mode: run the model in eval mode (restored afterwards).
         prompt: for a generative model, the text between the image and the
             explained phrase (default: the family's, e.g. ``"Findings:"``).
@@ -179,10 +201,7 @@ class MATEX(Explainer):
             AnatomicalPrior() if anatomical_prior is DEFAULT else anatomical_prior
         )
         self.decoder_prior = decoder_prior
-        if fusion is DEFAULT:
-            generative = "decoder" in self.adapter.capabilities
-            fusion = Fusion(alpha=READ_ALL_ALPHA) if generative else Fusion()
-        self.fusion = fusion
+        self.fusion = default_fusion(self.adapter) if fusion is DEFAULT else fusion
         if self.attention is None or self.fusion is None:
             raise ValueError("MATEX needs an attention stage and a fusion stage")
         if self.rollout is None and self.consistency is None:
