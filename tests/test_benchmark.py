@@ -271,3 +271,24 @@ def test_mscxr_benchmark_scores_boxes_on_the_original_grid(tmp_path):
             b = ours["methods"][method][metric]["mean"]
             assert abs(a - b) < 0.2, (metric, method, a, b)
     assert all(r["finding"] for r in rows.values())
+
+
+def test_paired_differences_resample_pairs_together():
+    from captum_matex.evaluation.report import paired_differences, paired_table
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(0.5, 0.3, 400)  # large spread shared by both methods on each pair
+    rows = [{"sample": i, "method": "a", "miou": float(v + 0.02)} for i, v in enumerate(base)]
+    rows += [{"sample": i, "method": "b", "miou": float(v)} for i, v in enumerate(base)]
+    paired = paired_differences(rows, "a", ["miou"])
+    diff = paired["b"]["miou"]
+    # the difference is 0.02 on every pair: the mean is exact to rounding and the paired
+    # interval collapses onto it, although each method's own interval is ~0.06 wide
+    assert diff["n"] == 400 and abs(diff["mean"] - 0.02) < 1e-9
+    assert diff["ci95"][0] > 0.0199 and diff["ci95"][1] < 0.0201
+    table = paired_table(paired, "a", {"miou": True}, ["miou"])
+    assert "a − b" in table and "+0.020 [+0.020, +0.020] *" in table
+    # a pair missing for one method, or undefined, is left out
+    rows.append({"sample": 999, "method": "a", "miou": 1.0})
+    rows[0]["miou"] = None
+    assert paired_differences(rows, "a", ["miou"])["b"]["miou"]["n"] == 399

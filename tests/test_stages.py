@@ -124,7 +124,7 @@ def test_fusion_formula():
     rollouts = torch.tensor([[[1.0, 0.0, 0.5], [2.0, 2.0, 0.0]]])  # max-normalised: [1,0,.5], [1,1,0]
     consistency = torch.tensor([[0.0, 4.0, 4.0]])  # -> [0, 1, 1]
     prior = torch.tensor([[1.0, 0.0, 1.0]])
-    fusion = Fusion(alpha=0.5, floors={"anatomy": 0.25}, sigma=0)
+    fusion = Fusion(alpha=0.5, floors={"anatomy": 0.25}, sigma=0, gate=None)
     evidence = 0.5 * torch.tensor([1.0, 0.5, 0.25]) + 0.5 * torch.tensor([0.0, 1.0, 1.0])
     assertTensorAlmostEqual(None, fusion.evidence(rollouts, consistency)[0], evidence, delta=1e-6, mode="max")
     raw = evidence * torch.tensor([1.0, 0.25, 1.0])
@@ -136,7 +136,7 @@ def test_fusion_formula():
 def test_fusion_prior_cannot_create_evidence():
     evidence = torch.tensor([[[0.0, 0.0, 1.0, 0.5]]])
     prior = torch.tensor([[1.0, 1.0, 0.0, 0.0]])  # prior points where there is no evidence
-    out = Fusion(alpha=1.0, sigma=0)(evidence, None, {"anatomy": prior})
+    out = Fusion(alpha=1.0, sigma=0, gate=None)(evidence, None, {"anatomy": prior})
     assert out[0, 0] == 0 and out[0, 1] == 0 and out[0, 2] == 1.0
     for bad in [dict(alpha=1.5), dict(default_floor=0.0), dict(floors={"text": 1.2})]:
         with pytest.raises(ValueError):

@@ -90,6 +90,66 @@ def summarize(rows: Sequence[dict], resamples: int = 1000) -> dict:
     return summary
 
 
+def paired_differences(
+    rows: Sequence[dict], reference: str, metrics: Sequence[str], resamples: int = 1000
+) -> dict:
+    r"""``{method: {metric: {"mean", "ci95", "n"}}}``: the mean of ``reference``'s
+    value minus the method's on the same sample, with a paired percentile
+    bootstrap interval (samples resampled together), for every other method.
+
+    Only samples where both values are finite count. An interval that excludes
+    zero says the difference holds beyond the sampling noise of these pairs.
+    """
+    values: dict[str, dict[str, dict]] = defaultdict(dict)
+    for row in rows:
+        values[row["method"]][str(row["sample"])] = row
+    base = values.get(reference, {})
+    out: dict = {}
+    for method in sorted(values, key=list(values).index):
+        if method == reference:
+            continue
+        out[method] = {}
+        shared = sorted(set(base) & set(values[method]))
+        for name in metrics:
+            diffs = np.array([
+                _value(base[s], name) - _value(values[method][s], name) for s in shared
+            ], dtype=float)
+            finite = diffs[np.isfinite(diffs)]
+            out[method][name] = {
+                "mean": float(finite.mean()) if finite.size else math.nan,
+                "ci95": list(bootstrap_interval(diffs, resamples)),
+                "n": int(finite.size),
+            }
+    return out
+
+
+def _value(row: dict, name: str) -> float:
+    value = row.get(name)
+    return math.nan if value is None else float(value)
+
+
+def paired_table(differences: dict, reference: str, directions: Mapping[str, bool],
+                 metrics: Sequence[str]) -> str:
+    r"""A Markdown table of :func:`paired_differences`; a star marks an interval
+    that excludes zero in the metric's better direction for ``reference``."""
+    if not differences:
+        return "(no other method)\n"
+    head = ["method"] + [f"{m} {'↑' if directions.get(m, True) else '↓'}" for m in metrics]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for method, per in differences.items():
+        cells = [f"{reference} − {method}"]
+        for metric in metrics:
+            entry = per.get(metric)
+            if entry is None or not math.isfinite(entry["mean"]):
+                cells.append("n/a")
+                continue
+            low, high = entry["ci95"]
+            better = low > 0 if directions.get(metric, True) else high < 0
+            cells.append(f"{entry['mean']:+.3f} [{low:+.3f}, {high:+.3f}]{' *' if better else ''}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown_table(
     summary: dict, directions: Mapping[str, bool], metrics: Sequence[str] | None = None
 ) -> str:
@@ -196,7 +256,6 @@ def write_report(rows: Sequence[dict], config: dict, out: Path) -> dict:
     infos = {name: registry.metrics.get(name) for name in names if name in registry.metrics}
     directions = {name: info.higher_is_better for name, info in infos.items()}
     directions["seconds_per_sample"] = False
-    _write_text(out / "summary.json", json.dumps(summary, indent=1, allow_nan=True))
     groups = {
         title: [m for m in names if m in infos and infos[m].category == category]
         for category, title in SECTIONS.items()
@@ -208,6 +267,16 @@ def write_report(rows: Sequence[dict], config: dict, out: Path) -> dict:
     for title, columns in groups.items():
         if columns:
             text.append(f"\n## {title}\n\n" + markdown_table(summary, directions, columns))
+    reference = (config.get("methods") or [None])[0]
+    if reference in summary["methods"] and len(summary["methods"]) > 1:
+        columns = [m for m in names if m in infos]
+        summary["paired"] = {reference: paired_differences(rows, reference, columns)}
+        text.append(
+            f"\n## {reference} against each method, paired\n\nMean of {reference}'s value minus "
+            "the method's on the same pair, [95% paired bootstrap interval]; * marks an interval "
+            f"that excludes zero on {reference}'s better side.\n\n"
+            + paired_table(summary["paired"][reference], reference, directions, columns))
+    _write_text(out / "summary.json", json.dumps(summary, indent=1, allow_nan=True))
     if "pointing_game" in names:
         text.append("\n## Pointing game by finding\n\n" + _by_finding_table(summary, "pointing_game"))
     text.append("\n## Configuration\n\n```json\n" + json.dumps(config, indent=1) + "\n```\n")

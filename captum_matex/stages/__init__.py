@@ -11,6 +11,7 @@ from captum_matex.stages.attention import GradWeightedAttention
 from captum_matex.stages.consistency import ConsistencyResult, LayerConsistency, weigh_by_agreement
 from captum_matex.stages.decoder_prior import DecoderAttentionPrior
 from captum_matex.stages.fusion import Fusion
+from captum_matex.stages.gate import PriorGate
 from captum_matex.stages.protocols import (
     AnatomicalPriorStage,
     AttentionStage,
@@ -40,6 +41,7 @@ __all__ = [
     "MultiScaleRollout",
     "PatchTextPrior",
     "PhraseAnatomy",
+    "PriorGate",
     "RolloutStage",
     "TextPriorStage",
     "parse_phrase",

@@ -7,6 +7,7 @@ from typing import Mapping
 from torch import Tensor
 
 from captum_matex._maps import gaussian_smooth, normalize_max, normalize_minmax
+from captum_matex.stages.gate import PriorGate
 
 
 #: Default prior floors :math:`\lambda_p` (chosen on the phantom validation split).
@@ -19,10 +20,15 @@ class Fusion:
     .. math::
         E = \alpha \cdot \operatorname{mean}_k \hat m_k + (1 - \alpha) \cdot \hat c,
         \qquad
-        M = \operatorname{minmax}\Big(E \cdot \prod_p \big(\lambda_p + (1 - \lambda_p)\, p\big)\Big)
+        M = \operatorname{minmax}\Big(E \cdot \prod_p \big(\lambda'_p + (1 - \lambda'_p)\, p\big)\Big),
+        \qquad \lambda'_p = 1 - g_p (1 - \lambda_p)
 
-    where hats denote max-normalisation. Every :math:`\lambda_p > 0`, so a
-    prior can only re-weight the model's evidence, never create it.
+    where hats denote max-normalisation and :math:`g_p \in [0, 1]` is the
+    :class:`~captum_matex.stages.gate.PriorGate` of prior :math:`p` on this
+    sample (1 without a gate). Every :math:`\lambda_p > 0`, so a prior can
+    only re-weight the model's evidence, never create it; the gate keeps it
+    off where the evidence does not lean towards it (flat or randomised
+    evidence, evidence on the other side of the film than the phrase says).
 
     Defaults (``alpha=0.75``, ``sigma=1``, anatomy floor 0.5) were chosen on
     the phantom validation split by ``benchmarks/tune_matex.py`` (mean ratio
@@ -40,6 +46,10 @@ class Fusion:
         default_floor: :math:`\lambda` for unlisted priors.
         sigma: Gaussian smoothing of :math:`E` in patch cells before the
             priors (0 disables it); needs the grid in the call.
+        gate: how far each prior may act on each sample, read from the
+            smoothed evidence, e.g. :class:`~captum_matex.stages.gate.PriorGate`
+            ``()`` (needs the grid in the call); ``None`` applies every prior
+            fully. Default: None (opt-in; see the method page for measurements).
     """
 
     def __init__(
@@ -48,6 +58,7 @@ class Fusion:
         floors: Mapping[str, float] | None = None,
         default_floor: float = 0.5,
         sigma: float = 1.0,
+        gate: PriorGate | None = None,
     ) -> None:
         if not 0 <= alpha <= 1:
             raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
@@ -57,6 +68,7 @@ class Fusion:
         if sigma < 0:
             raise ValueError(f"sigma must be >= 0, got {sigma}")
         self.sigma = sigma
+        self.gate = gate
         for name, floor in {**self.floors, "default": default_floor}.items():
             if not 0 < floor <= 1:
                 raise ValueError(f"prior floor for {name!r} must lie in (0, 1], got {floor}")
@@ -93,11 +105,16 @@ class Fusion:
             ``(B, N)`` fused map in [0, 1].
         """
         fused = self.evidence(rollouts, consistency)
+        if grid is None and (self.sigma > 0 or (self.gate is not None and priors)):
+            raise ValueError(
+                "Fusion with sigma > 0 or a prior gate needs the patch grid: call it with grid=(h, w)"
+            )
         if self.sigma > 0:
-            if grid is None:
-                raise ValueError("Fusion with sigma > 0 needs the patch grid: call it with grid=(h, w)")
             fused = gaussian_smooth(fused.view(-1, *grid), self.sigma).flatten(1)
+        evidence = fused
         for name, prior in priors.items():
             floor = self.floors.get(name, self.default_floor)
+            if self.gate is not None:
+                floor = 1 - self.gate(evidence, prior, grid) * (1 - floor)
             fused = fused * (floor + (1 - floor) * prior.to(fused))
         return normalize_minmax(fused)
