@@ -64,9 +64,7 @@ def summarize(rows: Sequence[dict], resamples: int = 1000) -> dict:
     def stats(group: list[dict]) -> dict:
         out = {}
         for name in names:
-            values = np.array(
-                [np.nan if r.get(name) is None else float(r[name]) for r in group], dtype=float
-            )
+            values = np.array([_value(r, name) for r in group], dtype=float)
             finite = values[np.isfinite(values)]
             out[name] = {
                 "mean": float(finite.mean()) if finite.size else math.nan,
@@ -100,19 +98,17 @@ def paired_differences(
     Only samples where both values are finite count. An interval that excludes
     zero says the difference holds beyond the sampling noise of these pairs.
     """
-    values: dict[str, dict[str, dict]] = defaultdict(dict)
+    by_method: dict[str, dict[str, dict]] = defaultdict(dict)
     for row in rows:
-        values[row["method"]][str(row["sample"])] = row
-    base = values.get(reference, {})
+        by_method[row["method"]][str(row["sample"])] = row
+    base = by_method.get(reference, {})
     out: dict = {}
-    for method in sorted(values, key=list(values).index):
-        if method == reference:
-            continue
+    for method in sorted(set(by_method) - {reference}):  # the order of summarize's tables
         out[method] = {}
-        shared = sorted(set(base) & set(values[method]))
+        shared = sorted(set(base) & set(by_method[method]))
         for name in metrics:
             diffs = np.array([
-                _value(base[s], name) - _value(values[method][s], name) for s in shared
+                _value(base[s], name) - _value(by_method[method][s], name) for s in shared
             ], dtype=float)
             finite = diffs[np.isfinite(diffs)]
             out[method][name] = {
@@ -124,6 +120,7 @@ def paired_differences(
 
 
 def _value(row: dict, name: str) -> float:
+    r"""A row's metric value as a float, NaN when missing or undefined (``None``)."""
     value = row.get(name)
     return math.nan if value is None else float(value)
 
@@ -269,13 +266,13 @@ def write_report(rows: Sequence[dict], config: dict, out: Path) -> dict:
             text.append(f"\n## {title}\n\n" + markdown_table(summary, directions, columns))
     reference = (config.get("methods") or [None])[0]
     if reference in summary["methods"] and len(summary["methods"]) > 1:
-        columns = [m for m in names if m in infos]
-        summary["paired"] = {reference: paired_differences(rows, reference, columns)}
+        paired_metrics = [m for m in names if m in infos]
+        summary["paired"] = {reference: paired_differences(rows, reference, paired_metrics)}
         text.append(
             f"\n## {reference} against each method, paired\n\nMean of {reference}'s value minus "
             "the method's on the same pair, [95% paired bootstrap interval]; * marks an interval "
             f"that excludes zero on {reference}'s better side.\n\n"
-            + paired_table(summary["paired"][reference], reference, directions, columns))
+            + paired_table(summary["paired"][reference], reference, directions, paired_metrics))
     _write_text(out / "summary.json", json.dumps(summary, indent=1, allow_nan=True))
     if "pointing_game" in names:
         text.append("\n## Pointing game by finding\n\n" + _by_finding_table(summary, "pointing_game"))

@@ -1,0 +1,106 @@
+"""MATEX with and without the prior gate on phantom films: localisation, model
+randomisation and side-swapped phrases, one JSON line per setting.
+
+For each setting: pointing game, mIoU and CNR of the true phrase; Spearman
+between the maps of the trained and of the fully randomised model
+(:func:`captum_matex.metrics.sanity.randomized_model`); and, for films with a
+sided finding, the share of maps for the side-swapped phrase that peak on the
+stated, empty half of the film (lower is better). The anatomical prior uses
+:func:`captum_matex.zoo.phantom_prior`. Meant for validation films: the
+numbers on the method page come from
+
+    python benchmarks/prior_gate.py --model phantom-clip --split val --seed 0 --limit 300 \\
+        --alpha 0.5,0.75,1.0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import torch
+
+from captum_matex import MATEX
+from captum_matex.data.geometry import maps_to_original, prepare
+from captum_matex.evaluation import phantom_samples
+from captum_matex.evaluation.scoring import BatchInputs, localisation_scores
+from captum_matex.loading import load_model
+from captum_matex.matex import default_fusion
+from captum_matex.metrics import empty_side_peak
+from captum_matex.metrics.sanity import randomisation_spearman, randomized_model
+from captum_matex.phrases import swap_laterality
+from captum_matex.stages import Fusion, PriorGate
+from captum_matex.zoo import phantom_prior
+
+LOCALISATION = ["pointing_game", "miou", "cnr"]
+
+
+def stated_half(laterality: str, size: tuple[int, int]) -> torch.Tensor:
+    r"""``(1, H, W)`` mask of the half of a PA film the swapped phrase names
+    (patient left is image right)."""
+    mask = torch.zeros(1, *size, dtype=torch.bool)
+    half = size[1] // 2
+    if laterality == "left":  # the finding is on the left, the phrase says right
+        mask[..., :half] = True
+    else:
+        mask[..., half:] = True
+    return mask
+
+
+def scores(explainers: tuple[MATEX, MATEX], batches: list[BatchInputs]) -> dict[str, float]:
+    r"""The setting's means over every batch (trained explainer first)."""
+    trained, randomised = explainers
+    out: dict[str, list[float]] = {name: [] for name in LOCALISATION}
+    out.update(randomisation_spearman=[], empty_side_peak=[])
+    for batch in batches:
+        phrases = [s.phrase for s in batch.samples]
+        maps = trained.attribute(batch.pixels, (phrases,), output="pixel").detach()
+        for name, values in localisation_scores(maps, batch, LOCALISATION).items():
+            out[name] += values
+        reference = randomised.attribute(batch.pixels, (phrases,), output="pixel").detach()
+        out["randomisation_spearman"] += randomisation_spearman(maps, reference).tolist()
+        swapped = [swap_laterality(p) for p in phrases]
+        maps = trained.attribute(batch.pixels, (swapped,), output="pixel").detach()
+        for heat, sample in zip(maps_to_original(maps[:, 0], batch.geometries), batch.samples):
+            if sample.laterality in ("left", "right"):
+                mask = stated_half(sample.laterality, tuple(heat.shape[-2:]))
+                out["empty_side_peak"].append(float(empty_side_peak(heat[None].float(), mask)[0]))
+    return {name: round(float(np.nanmean(values)), 3) for name, values in out.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="phantom-clip")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--limit", type=int, default=300, help="pairs with a finding")
+    parser.add_argument("--alpha", default=None,
+                        help="comma-separated fusion weights (default: the model's own)")
+    parser.add_argument("--batch-size", type=int, default=25)
+    args = parser.parse_args()
+    model, processor = load_model(args.model)
+    randomised = randomized_model(model)
+    samples = phantom_samples(args.split, args.limit, seed=args.seed)
+    batches = []
+    for i in range(0, len(samples), args.batch_size):
+        chunk = samples[i : i + args.batch_size]
+        pixels, geometries = prepare([s.load() for s in chunk], processor)
+        batches.append(BatchInputs(chunk, pixels, geometries, torch.empty(0), []))
+    prior = phantom_prior()
+    own = default_fusion(MATEX(model, processor).adapter).alpha
+    alphas = [own] if args.alpha is None else [float(a) for a in args.alpha.split(",")]
+    settings = [(label, alpha, atlas, gate) for alpha in alphas for label, atlas, gate in (
+        ("no prior", None, None), ("ungated", prior, None), ("gated", prior, PriorGate()))]
+    for label, alpha, atlas, gate in settings:
+        def build(net, alpha=alpha, atlas=atlas, gate=gate):
+            return MATEX(net, processor, anatomical_prior=atlas,
+                         fusion=Fusion(alpha=alpha, gate=gate))
+        result = scores((build(model), build(randomised)), batches)
+        print(json.dumps({"model": args.model, "split": args.split, "seed": args.seed,
+                          "pairs": len(samples), "setting": label, "alpha": alpha, **result}),
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
