@@ -6,7 +6,8 @@ between the maps of the trained and of the fully randomised model
 (:func:`captum_matex.metrics.sanity.randomized_model`); and, for films with a
 sided finding, the share of maps for the side-swapped phrase that peak on the
 stated, empty half of the film (lower is better). The anatomical prior uses
-:func:`captum_matex.zoo.phantom_prior`. Meant for validation films: the
+:func:`captum_matex.zoo.phantom_prior`, unregistered, so that the gate is
+measured alone (``benchmarks/registration.py`` measures the registration). Meant for validation films: the
 numbers on the method page come from
 
     python benchmarks/prior_gate.py --model phantom-clip --split val --seed 0 --limit 300 \\
@@ -22,9 +23,9 @@ import numpy as np
 import torch
 
 from captum_matex import MATEX
-from captum_matex.data.geometry import maps_to_original, prepare
+from captum_matex.data.geometry import maps_to_original
 from captum_matex.evaluation import phantom_samples
-from captum_matex.evaluation.scoring import BatchInputs, localisation_scores
+from captum_matex.evaluation.scoring import BatchInputs, localisation_scores, prepared_batches
 from captum_matex.loading import load_model
 from captum_matex.matex import default_fusion
 from captum_matex.metrics import empty_side_peak
@@ -82,11 +83,7 @@ def main() -> None:
     model, processor = load_model(args.model)
     randomised = randomized_model(model)
     samples = phantom_samples(args.split, args.limit, seed=args.seed)
-    batches = []
-    for i in range(0, len(samples), args.batch_size):
-        chunk = samples[i : i + args.batch_size]
-        pixels, geometries = prepare([s.load() for s in chunk], processor)
-        batches.append(BatchInputs(chunk, pixels, geometries, torch.empty(0), []))
+    batches = prepared_batches(samples, processor, args.batch_size)
     prior = phantom_prior()
     own = default_fusion(MATEX(model, processor).adapter).alpha
     alphas = [own] if args.alpha is None else [float(a) for a in args.alpha.split(",")]
@@ -94,7 +91,7 @@ def main() -> None:
         ("no prior", None, None), ("ungated", prior, None), ("gated", prior, PriorGate()))]
     for label, alpha, atlas, gate in settings:
         def build(net, alpha=alpha, atlas=atlas, gate=gate):
-            return MATEX(net, processor, anatomical_prior=atlas,
+            return MATEX(net, processor, anatomical_prior=atlas, registration=None,
                          fusion=Fusion(alpha=alpha, gate=gate))
         result = scores((build(model), build(randomised)), batches)
         print(json.dumps({"model": args.model, "split": args.split, "seed": args.seed,

@@ -22,9 +22,8 @@ import torch
 from tqdm.auto import tqdm
 
 from captum_matex import MATEX
-from captum_matex.data.geometry import prepare
 from captum_matex.evaluation.samples import phantom_samples
-from captum_matex.evaluation.scoring import BatchInputs, localisation_scores
+from captum_matex.evaluation.scoring import localisation_scores, prepared_batches
 from captum_matex.stages import Fusion, LayerConsistency
 from captum_matex.baselines import M2IB
 from captum_matex.zoo import phantom_clip, phantom_prior
@@ -49,11 +48,7 @@ def main() -> None:
     torch.set_grad_enabled(True)
     model, processor = phantom_clip()
     samples = phantom_samples("val", args.limit)
-    batches = []
-    for i in range(0, len(samples), args.batch_size):
-        chunk = samples[i : i + args.batch_size]
-        pixels, geometries = prepare([s.load() for s in chunk], processor)
-        batches.append(BatchInputs(chunk, pixels, geometries, torch.empty(0), []))
+    batches = prepared_batches(samples, processor, args.batch_size)
 
     def scores_of(explainer) -> dict[str, float]:
         scores: dict[str, list[float]] = {name: [] for name in REPORTED}
@@ -76,6 +71,7 @@ def main() -> None:
             model, processor,
             consistency=LayerConsistency(temperature=setting["temperature"]),
             anatomical_prior=phantom_prior(),
+            registration=None,  # the grid was scored before the atlas was registered
             fusion=Fusion(alpha=setting["alpha"], sigma=setting["sigma"],
                           floors={"anatomy": setting["anatomy_floor"],
                                   "text": setting["text_floor"]}),

@@ -23,6 +23,8 @@ from captum_matex.stages.anatomy import AnatomicalPrior
 from captum_matex.stages.attention import GradWeightedAttention
 from captum_matex.stages.consistency import LayerConsistency
 from captum_matex.stages.fusion import Fusion
+from captum_matex.stages.gate import PriorGate
+from captum_matex.stages.registration import default_registration, register_unmasked
 from captum_matex.stages.rollout import MultiScaleRollout
 from captum_matex.stages import protocols
 
@@ -89,16 +91,20 @@ class MATEXDiagnostics:
 
 #: Fusion's weight ``alpha`` of the rollouts against the layer-consistency map,
 #: by what the image embedding or the target reads. Each was chosen on the
-#: validation films (phantom seed 0, 100 with a finding, anatomy floor 0.5) of
-#: the embedded model of that kind, by pointing game:
+#: validation films (phantom seed 0, anatomy floor 0.5) of the embedded model
+#: of that kind, by pointing game:
 #:
-#: - ``"class token"`` (CLIP): 0.75 (``benchmarks/tune_matex.py``).
+#: - ``"class token"`` (CLIP): 1, the rollouts alone, with the prior gate
+#:   (``benchmarks/prior_gate.py``, 300 pairs of seeds 0 and 2: pointing
+#:   0.943 / 0.93 at 1, 0.94 / 0.92 at 0.75, 0.94 / 0.90 at 0.5, and the
+#:   lowest randomisation Spearman, 0.144 on both). Ungated, 0.75 was best
+#:   (``benchmarks/tune_matex.py``).
 #: - ``"attention probe"`` (SigLIP's ``map`` head): 0.25; phantom SigLIP 0.93
 #:   at 0 and 0.25 (CNR 2.39 and 2.55), 0.90 at 0.5, 0.88 at 0.75, 0.85 at 1.
 #: - ``"decoder"`` (generative models, whose readout is every image token the
 #:   projector hands over): 0, the consistency map alone; phantom report
 #:   model 0.95 at 0, 0.91 at 0.25, 0.88 at 0.5, 0.87 at 0.75.
-FUSION_ALPHA = {"class token": 0.75, "attention probe": 0.25, "decoder": 0.0}
+FUSION_ALPHA = {"class token": 1.0, "attention probe": 0.25, "decoder": 0.0}
 
 
 def readout_kind(adapter: VisionLanguageAdapter) -> str:
@@ -111,8 +117,10 @@ def readout_kind(adapter: VisionLanguageAdapter) -> str:
 
 def default_fusion(adapter: VisionLanguageAdapter) -> Fusion:
     r"""MATEX's default :class:`~captum_matex.stages.Fusion` for this adapter's
-    readout (``alpha`` from :data:`FUSION_ALPHA`)."""
-    return Fusion(alpha=FUSION_ALPHA[readout_kind(adapter)])
+    readout: ``alpha`` from :data:`FUSION_ALPHA`, priors gated by a
+    :class:`~captum_matex.stages.PriorGate` (a prior acts only as far as the
+    model's evidence leans towards it; the method page gives the measurements)."""
+    return Fusion(alpha=FUSION_ALPHA[readout_kind(adapter)], gate=PriorGate())
 
 
 class MATEX(Explainer):
@@ -155,6 +163,11 @@ class MATEX(Explainer):
             default ``None`` (off: it was neutral on the phantom validation
             split, see :class:`~captum_matex.stages.Fusion`).
         anatomical_prior: stage 4b, default :class:`~captum_matex.stages.AnatomicalPrior`.
+        registration: stage 4b', moves the anatomical prior onto each film's
+            own lung fields; default :func:`~captum_matex.stages.registration.default_registration`
+            (an :class:`~captum_matex.stages.AtlasRegistration` of the
+            anatomical prior's atlas; none for a custom prior stage). Region
+            masks passed as ``anatomy_masks`` are never moved.
         decoder_prior: stage 4c, for generative models, e.g.
             :class:`~captum_matex.stages.DecoderAttentionPrior`; default
             ``None`` (off: on the phantom report model's validation films it
@@ -162,8 +175,9 @@ class MATEX(Explainer):
             ``matex_with_decoder_prior`` row shows it).
         fusion: stage 5, default :func:`default_fusion`: a
             :class:`~captum_matex.stages.Fusion` whose ``alpha`` depends on what
-            the score reads (:data:`FUSION_ALPHA`: 0.75 for a class token, 0.25
-            for an attention probe, 0 for a generative model's image tokens).
+            the score reads (:data:`FUSION_ALPHA`: 1 for a class token, 0.25
+            for an attention probe, 0 for a generative model's image tokens)
+            and whose priors are gated by a :class:`~captum_matex.stages.PriorGate`.
         eval_mode: run the model in eval mode (restored afterwards).
         prompt: for a generative model, the text between the image and the
             explained phrase (default: the family's, e.g. ``"Findings:"``).
@@ -187,6 +201,7 @@ class MATEX(Explainer):
         consistency: protocols.ConsistencyStage | None = DEFAULT,
         text_prior: protocols.TextPriorStage | None = None,
         anatomical_prior: protocols.AnatomicalPriorStage | None = DEFAULT,
+        registration: protocols.RegistrationStage | None = DEFAULT,
         decoder_prior: protocols.DecoderPriorStage | None = None,
         fusion: protocols.FusionStage = DEFAULT,
         eval_mode: bool = True,
@@ -199,6 +214,9 @@ class MATEX(Explainer):
         self.text_prior = text_prior
         self.anatomical_prior = (
             AnatomicalPrior() if anatomical_prior is DEFAULT else anatomical_prior
+        )
+        self.registration = (
+            default_registration(self.anatomical_prior) if registration is DEFAULT else registration
         )
         self.decoder_prior = decoder_prior
         self.fusion = default_fusion(self.adapter) if fusion is DEFAULT else fusion
@@ -387,6 +405,9 @@ class MATEX(Explainer):
                 grid,
                 masks=anatomy_masks,
                 device=images.device,
+            )
+            priors["anatomy"] = register_unmasked(
+                self.registration, priors["anatomy"], images, grid, anatomy_masks
             )
         if decoder is not None and self.decoder_prior is not None:
             priors["decoder"] = self.decoder_prior(decoder, trace.target_pass, grid)

@@ -7,7 +7,7 @@ from conftest import PHRASES, make_clip
 from helpers import assert_valid_maps, model_state
 
 from captum_matex import MATEX, MATEXDiagnostics
-from captum_matex.stages import PatchTextPrior
+from captum_matex.stages import Fusion, PatchTextPrior
 
 
 def test_name_and_captum_contract(clip_model, tokenizer):
@@ -79,12 +79,16 @@ def test_anatomical_prior_reads_phrases_decoded_from_ids(clip_model, tokenizer, 
 
 
 def test_stages_are_pluggable(clip_model, tokenizer, images):
-    full = MATEX(clip_model, tokenizer).attribute(images, (PHRASES,))
+    # an ungated fusion of both evidence maps, so that every stage reaches the map
+    # (the default reads the rollouts alone on CLIP and gates the priors)
+    mixed = Fusion(alpha=0.5)
+    full = MATEX(clip_model, tokenizer, fusion=mixed).attribute(images, (PHRASES,))
     for drop in ["rollout", "consistency", "anatomical_prior"]:
-        ablated = MATEX(clip_model, tokenizer, **{drop: None}).attribute(images, (PHRASES,))
+        ablated = MATEX(clip_model, tokenizer, fusion=mixed, **{drop: None}).attribute(images, (PHRASES,))
         assert_valid_maps(ablated, images)
         assert not torch.allclose(ablated, full), f"dropping {drop} changed nothing"
-    added = MATEX(clip_model, tokenizer, text_prior=PatchTextPrior()).attribute(images, (PHRASES,))
+    added = MATEX(clip_model, tokenizer, fusion=mixed, text_prior=PatchTextPrior()).attribute(
+        images, (PHRASES,))
     assert not torch.allclose(added, full), "adding the text prior changed nothing"
     with pytest.raises(ValueError, match="rollout stage, the consistency stage or both"):
         MATEX(clip_model, rollout=None, consistency=None)

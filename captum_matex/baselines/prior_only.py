@@ -9,8 +9,10 @@ from captum.log import log_usage
 from torch import Tensor
 
 from captum_matex.baselines._registry import register
-from captum_matex.explainer import Explainer, OutputKind, accepts_tuple
+from captum_matex.explainer import DEFAULT, Explainer, OutputKind, accepts_tuple
 from captum_matex.stages.anatomy import AnatomicalPrior
+from captum_matex.stages.protocols import RegistrationStage
+from captum_matex.stages.registration import default_registration, register_unmasked
 
 
 @register("prior_only")
@@ -35,6 +37,8 @@ class AnatomyPriorOnly(Explainer):
         anatomical_prior (AnatomicalPrior, optional): the prior (the same
             keyword as MATEX's); the MATEX default when
             omitted.
+        registration: moves the prior onto each film, as in MATEX (the same
+            keyword and default).
         normalize: ``"max"`` (default), ``"minmax"`` or ``None``.
         eval_mode: kept for the common signature.
 
@@ -49,10 +53,14 @@ class AnatomyPriorOnly(Explainer):
     def __init__(
         self, model, tokenizer=None, *,
         anatomical_prior: AnatomicalPrior | None = None,
+        registration: RegistrationStage | None = DEFAULT,
         **options: Any,
     ) -> None:
         super().__init__(model, tokenizer, **options)
         self.anatomical_prior = AnatomicalPrior() if anatomical_prior is None else anatomical_prior
+        self.registration = (
+            default_registration(self.anatomical_prior) if registration is DEFAULT else registration
+        )
 
     display_name = "Prior only"
 
@@ -83,4 +91,5 @@ class AnatomyPriorOnly(Explainer):
         grid = self.adapter.grid_size(images)
         phrases = text.phrases if text.phrases is not None else [None] * images.shape[0]
         prior = self.anatomical_prior(phrases, grid, masks=anatomy_masks, device=images.device)
+        prior = register_unmasked(self.registration, prior, images, grid, anatomy_masks)
         return self.finish(prior.reshape(-1, *grid), images, output)

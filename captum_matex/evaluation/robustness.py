@@ -145,24 +145,29 @@ class RobustnessSplit:
 
     name: str
     description: str
-    make: Callable[[int | None, int], list[EvalSample]]
+    make: Callable[[int | None, int, str], list[EvalSample]]
     metrics: tuple[str, ...] = ()
     needs: tuple[str, ...] = ()
     derived: tuple[str, ...] = ()
     derive: Callable[[list[dict]], list[dict]] | None = None
 
-    def samples(self, limit: int | None = None, seed: int = 0) -> list[EvalSample]:
+    def samples(self, limit: int | None = None, seed: int = 0,
+                base: str = BASE_SPLIT) -> list[EvalSample]:
         r"""The split's samples, in a fixed order.
 
         Args:
             limit (int, optional): Image-phrase pairs (``two_finding`` keeps
                 whole films: ``limit // 2`` of them). Default: None (all).
             seed (int, optional): The phantom's seed. Default: 0.
+            base (str, optional): The phantom split whose films are
+                transformed: ``"test"`` for the benchmark, ``"val"`` to choose
+                settings on. Default: ``"test"``
 
         Returns:
-            list of EvalSample: The samples.
+            list of EvalSample: The samples (ids name ``base`` when it is not
+            ``"test"``).
         """
-        return self.make(limit, seed)
+        return self.make(limit, seed, base)
 
     def columns(self, rows: list[dict]) -> list[dict]:
         r"""``rows`` with the :attr:`derived` columns (unchanged without :attr:`derive`)."""
@@ -173,12 +178,13 @@ def _rng(name: str, seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, _TAGS[name], index])
 
 
-def _base(seed: int) -> Iterator[tuple[int, object]]:
-    return phantom_films(BASE_SPLIT, seed)
+def _base(seed: int, base: str) -> Iterator[tuple[int, object]]:
+    return phantom_films(base, seed)
 
 
-def _id(name: str, seed: int, index: int) -> str:
-    return f"phantom-{name}-{seed}-{index}"
+def _id(name: str, seed: int, index: int, base: str = BASE_SPLIT) -> str:
+    split = name if base == BASE_SPLIT else f"{base}-{name}"
+    return f"phantom-{split}-{seed}-{index}"
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -252,9 +258,9 @@ def _box_area(boxes: Sequence[Box]) -> float:
     return sum(w * h for _, _, w, h in boxes)
 
 
-def _geometry_samples(limit: int | None, seed: int) -> list[EvalSample]:
+def _geometry_samples(limit: int | None, seed: int, base: str = BASE_SPLIT) -> list[EvalSample]:
     samples = []
-    for index, sample in islice(_base(seed), limit):
+    for index, sample in islice(_base(seed, base), limit):
         rng = _rng("geometry", seed, index)
         pixels = sample.image[0].numpy()
         size = pixels.shape
@@ -269,7 +275,7 @@ def _geometry_samples(limit: int | None, seed: int) -> list[EvalSample]:
             if len(kept) == len(whole) and _box_area(kept) >= 0.9 * _box_area(whole):
                 break
         film, boxes = affine_film(pixels, sample.boxes, angle, zoom, shift, canvas)
-        samples.append(phantom_sample(_id("geometry", seed, index), sample,
+        samples.append(phantom_sample(_id("geometry", seed, index, base), sample,
                                       f"phantom:geometry:{index}", film, boxes=boxes))
     return samples
 
@@ -294,13 +300,13 @@ def paraphrase(finding: str, laterality: str | None, zone: str, size: str,
     return _fill(table[int(rng.integers(0, len(table)))], laterality, zone, size or "small")
 
 
-def _paraphrase_samples(limit: int | None, seed: int) -> list[EvalSample]:
+def _paraphrase_samples(limit: int | None, seed: int, base: str = BASE_SPLIT) -> list[EvalSample]:
     samples = []
-    for index, sample in islice(_base(seed), limit):
+    for index, sample in islice(_base(seed, base), limit):
         record = sample.findings[0]
         phrase = paraphrase(record.finding, record.laterality, record.zone, record.size,
                             _rng("paraphrase", seed, index))
-        samples.append(phantom_sample(_id("paraphrase", seed, index), sample,
+        samples.append(phantom_sample(_id("paraphrase", seed, index, base), sample,
                                       f"phantom:paraphrase:{index}", phrase=phrase))
     return samples
 
@@ -314,13 +320,13 @@ def _stated_side(laterality: str, size: tuple[int, int]) -> list[Box]:
         [(0.0, 0.0, width / 2, float(height))]
 
 
-def _side_swap_samples(limit: int | None, seed: int) -> list[EvalSample]:
-    lateral = ((i, s) for i, s in _base(seed) if s.laterality in ("left", "right"))
+def _side_swap_samples(limit: int | None, seed: int, base: str = BASE_SPLIT) -> list[EvalSample]:
+    lateral = ((i, s) for i, s in _base(seed, base) if s.laterality in ("left", "right"))
     samples = []
     for index, sample in islice(lateral, limit):
         stated = "right" if sample.laterality == "left" else "left"
         regions = {"empty_side_peak": _stated_side(stated, tuple(sample.image.shape[-2:]))}
-        samples.append(phantom_sample(_id("side_swap", seed, index), sample,
+        samples.append(phantom_sample(_id("side_swap", seed, index, base), sample,
                                       f"phantom:side_swap:{index}",
                                       phrase=swap_laterality(sample.phrase), regions=regions))
     return samples
@@ -425,11 +431,11 @@ def _bounds(mask: np.ndarray) -> Box:
             float(rows[-1] - rows[0] + 1))
 
 
-def _marker_samples(limit: int | None, seed: int) -> list[EvalSample]:
+def _marker_samples(limit: int | None, seed: int, base: str = BASE_SPLIT) -> list[EvalSample]:
     samples = []
-    for index, sample in islice(_base(seed), limit):
+    for index, sample in islice(_base(seed, base), limit):
         film, _ = draw_markers(sample.image[0].numpy(), sample.boxes, _rng("markers", seed, index))
-        samples.append(phantom_sample(_id("markers", seed, index), sample,
+        samples.append(phantom_sample(_id("markers", seed, index, base), sample,
                                       f"phantom:markers:{index}", film))
     return samples
 
@@ -440,9 +446,9 @@ def _overlap(a: Sequence[Box], b: Sequence[Box]) -> bool:
                for ax, ay, aw, ah in a for bx, by, bw, bh in b)
 
 
-def _two_finding_samples(limit: int | None, seed: int) -> list[EvalSample]:
+def _two_finding_samples(limit: int | None, seed: int, base: str = BASE_SPLIT) -> list[EvalSample]:
     films = (
-        (index, sample) for index, sample in phantom_films(BASE_SPLIT, seed, p_second=1.0)
+        (index, sample) for index, sample in phantom_films(base, seed, p_second=1.0)
         if len(sample.findings) >= 2 and sample.findings[1].boxes
         and sample.findings[0].phrase != sample.findings[1].phrase
         and not _overlap(sample.findings[0].boxes, sample.findings[1].boxes)
@@ -451,7 +457,7 @@ def _two_finding_samples(limit: int | None, seed: int) -> list[EvalSample]:
     for index, sample in islice(films, None if limit is None else limit // 2):
         for k, record in enumerate(sample.findings[:2]):
             samples.append(phantom_sample(
-                f"{_id('two_finding', seed, index)}-{k}", sample, f"phantom:two_finding:{index}",
+                f"{_id('two_finding', seed, index, base)}-{k}", sample, f"phantom:two_finding:{index}",
                 phrase=record.phrase, finding=record.finding, laterality=record.laterality,
                 boxes=[tuple(map(float, b)) for b in record.boxes]))
     return samples

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
+import torch
 from torch import Tensor
 
-from captum_matex.data.geometry import Geometry, maps_to_original
+from captum_matex.data.geometry import Geometry, maps_to_original, prepare
 from captum_matex.evaluation.samples import EvalSample
 from captum_matex.metrics import boxes_to_mask, minmax_normalize
 from captum_matex.phrases import swap_laterality
@@ -43,6 +44,26 @@ class BatchInputs:
     geometries: list[Geometry]
     token_ids: Tensor
     scores: list[float]
+
+
+def prepared_batches(samples: Sequence[EvalSample], processor, size: int = 25,
+                     mode: str = "letterbox") -> list[BatchInputs]:
+    r"""Samples as model inputs, ``size`` at a time, for localisation scoring
+    (no token ids or model scores: :func:`localisation_scores` needs neither).
+
+    Args:
+        samples: the samples.
+        processor: the model's processor (its image size and normalisation).
+        size: samples per batch.
+        mode: ``"letterbox"`` or ``"processor"``, as for
+            :func:`~captum_matex.data.geometry.prepare`.
+    """
+    batches = []
+    for start in range(0, len(samples), size):
+        chunk = samples[start : start + size]
+        pixels, geometries = prepare([s.load() for s in chunk], processor, mode)
+        batches.append(BatchInputs(chunk, pixels, geometries, torch.empty(0), []))
+    return batches
 
 
 def localisation_scores(maps: Tensor, batch: BatchInputs,

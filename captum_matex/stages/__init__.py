@@ -18,9 +18,11 @@ from captum_matex.stages.protocols import (
     ConsistencyStage,
     DecoderPriorStage,
     FusionStage,
+    RegistrationStage,
     RolloutStage,
     TextPriorStage,
 )
+from captum_matex.stages.registration import AtlasRegistration, default_registration, lung_fields
 from captum_matex.stages.rollout import MultiScaleRollout, rollout
 from captum_matex.stages.text_prior import PatchTextPrior
 
@@ -28,6 +30,7 @@ __all__ = [
     "ATLAS_REGIONS",
     "AnatomicalPrior",
     "AnatomicalPriorStage",
+    "AtlasRegistration",
     "AttentionStage",
     "ChestAtlas",
     "ConsistencyResult",
@@ -42,8 +45,11 @@ __all__ = [
     "PatchTextPrior",
     "PhraseAnatomy",
     "PriorGate",
+    "RegistrationStage",
     "RolloutStage",
     "TextPriorStage",
+    "default_registration",
+    "lung_fields",
     "parse_phrase",
     "rollout",
     "weigh_by_agreement",

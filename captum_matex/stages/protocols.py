@@ -94,6 +94,16 @@ class AnatomicalPriorStage(Protocol):
 
 
 @runtime_checkable
+class RegistrationStage(Protocol):
+    r"""Stage 4b': the anatomical prior moved onto each film's own anatomy."""
+
+    def __call__(self, prior: Tensor, images: Tensor, grid: tuple[int, int]) -> Tensor:
+        r"""``(B, N)`` atlas prior and the ``(B, C, H, W)`` films -> ``(B, N)`` prior
+        in [0, 1] registered to each film."""
+        ...
+
+
+@runtime_checkable
 class DecoderPriorStage(Protocol):
     r"""Stage 4c: a generative model's prior from its decoder's attention."""
 
@@ -126,6 +136,7 @@ STAGE_PROTOCOLS: dict[str, type] = {
     "consistency": ConsistencyStage,
     "text_prior": TextPriorStage,
     "anatomical_prior": AnatomicalPriorStage,
+    "registration": RegistrationStage,
     "decoder_prior": DecoderPriorStage,
     "fusion": FusionStage,
 }
