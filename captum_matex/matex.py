@@ -106,6 +106,20 @@ class MATEXDiagnostics:
 #:   model 0.95 at 0, 0.91 at 0.25, 0.88 at 0.5, 0.87 at 0.75.
 FUSION_ALPHA = {"class token": 1.0, "attention probe": 0.25, "decoder": 0.0}
 
+#: Whether :func:`default_fusion` gates the priors with a
+#: :class:`~captum_matex.stages.PriorGate`, by readout, chosen on the same
+#: validation films (``benchmarks/prior_gate.py``; gated / ungated):
+#:
+#: - ``"class token"``: gated; phantom CLIP pointing 0.943 / 0.953, model
+#:   randomisation Spearman 0.144 / 0.355, side-swapped peaks on the empty
+#:   side 0.113 / 0.211 (no prior: 0.103).
+#: - ``"attention probe"``: gated; phantom SigLIP 0.905 / 0.925, Spearman
+#:   -0.059 / 0.218, empty side 0.107 / 0.636: ungated, the words steer the map.
+#: - ``"decoder"``: not gated; phantom report model (atlas registered) 0.91 /
+#:   0.93, Spearman 0.13 / 0.36; on its test films the gate put MATEX below
+#:   plain attention rollout (0.875 against 0.895).
+PRIOR_GATE = {"class token": True, "attention probe": True, "decoder": False}
+
 
 def readout_kind(adapter: VisionLanguageAdapter) -> str:
     r"""What the adapter's score reads of the image: a key of :data:`FUSION_ALPHA`."""
@@ -117,10 +131,11 @@ def readout_kind(adapter: VisionLanguageAdapter) -> str:
 
 def default_fusion(adapter: VisionLanguageAdapter) -> Fusion:
     r"""MATEX's default :class:`~captum_matex.stages.Fusion` for this adapter's
-    readout: ``alpha`` from :data:`FUSION_ALPHA`, priors gated by a
-    :class:`~captum_matex.stages.PriorGate` (a prior acts only as far as the
-    model's evidence leans towards it; the method page gives the measurements)."""
-    return Fusion(alpha=FUSION_ALPHA[readout_kind(adapter)], gate=PriorGate())
+    readout: ``alpha`` from :data:`FUSION_ALPHA` and, where :data:`PRIOR_GATE`
+    says so, priors gated by a :class:`~captum_matex.stages.PriorGate` (a
+    prior acts only as far as the model's evidence leans towards it)."""
+    kind = readout_kind(adapter)
+    return Fusion(alpha=FUSION_ALPHA[kind], gate=PriorGate() if PRIOR_GATE[kind] else None)
 
 
 class MATEX(Explainer):
@@ -177,7 +192,8 @@ class MATEX(Explainer):
             :class:`~captum_matex.stages.Fusion` whose ``alpha`` depends on what
             the score reads (:data:`FUSION_ALPHA`: 1 for a class token, 0.25
             for an attention probe, 0 for a generative model's image tokens)
-            and whose priors are gated by a :class:`~captum_matex.stages.PriorGate`.
+            and whose priors are gated by a :class:`~captum_matex.stages.PriorGate`
+            on dual encoders (:data:`PRIOR_GATE`).
         eval_mode: run the model in eval mode (restored afterwards).
         prompt: for a generative model, the text between the image and the
             explained phrase (default: the family's, e.g. ``"Findings:"``).

@@ -13,7 +13,7 @@ from helpers import assert_valid_maps
 
 from captum_matex import MATEX, SimilarityForward, baselines
 from captum_matex.adapters import GenerativeAdapter, get_adapter
-from captum_matex.matex import FUSION_ALPHA, readout_kind
+from captum_matex.matex import FUSION_ALPHA, PRIOR_GATE, readout_kind
 from captum_matex.stages import DecoderAttentionPrior
 
 pytestmark = pytest.mark.usefixtures("tiny_threads")
@@ -137,6 +137,7 @@ def test_matex_defaults_on_a_generative_model_are_the_measured_ones():
     explainer = MATEX(make_generative("llava"))
     assert readout_kind(explainer.adapter) == "decoder"
     assert explainer.decoder_prior is None and explainer.fusion.alpha == FUSION_ALPHA["decoder"] == 0
+    assert explainer.fusion.gate is None and not PRIOR_GATE["decoder"]  # measured: ungated
     _, diag = explainer.attribute(IMAGES, (PHRASE_IDS,), return_diagnostics=True)
     assert list(diag.priors) == ["anatomy"]
     assert MATEX(make_clip()).fusion.alpha == FUSION_ALPHA["class token"] == 1.0  # dual encoders keep theirs
