@@ -2,6 +2,7 @@ r"""Tests of the embedded phantom CLIP (captum_matex.zoo)."""
 
 from __future__ import annotations
 
+import importlib.util
 import pickle
 import socket
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from captum_matex.data import PhantomCXR
@@ -57,13 +59,48 @@ def test_training_tool_still_trains_and_saves_a_loadable_model(tmp_path) -> None
     out = tmp_path / "run"
     args = ["--out", str(out), "--steps", "2", "--bank", "16", "--val", "8", "--test", "8",
             "--workers", "1", "--eval-every", "2", "--threads", "1",
-            "--vision-width", "32", "--vision-layers", "1", "--text-layers", "1"]
+            "--vision-width", "32", "--vision-layers", "1", "--text-layers", "1", "--pose", "0.5"]
     done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert {"model.safetensors", "metrics.json", "TRAINING.md"} <= {p.name for p in out.iterdir()}
     assert "`python tools/train_phantom.py --out" in (out / "TRAINING.md").read_text()
     model, _ = phantom_clip(out)
     assert model.config.vision_config.hidden_size == 32
+
+
+def _training_tool():
+    path = Path(__file__).resolve().parents[1] / "tools" / "train_phantom.py"
+    spec = importlib.util.spec_from_file_location("train_phantom", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(spec.name, module)  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pose_augmentation_moves_each_film_and_its_finding_cells_together() -> None:
+    r"""``--pose``: a moved film's finding cells move with it, unmoved films are
+    copied unchanged, and a film's content changes size only by the zoom."""
+    films = torch.zeros(16, 1, 112, 112)
+    for i in range(16):  # one bright "finding" per film, at different places
+        top, left = 8 + 5 * i, 10 + 4 * i
+        films[i, :, top : top + 24, left : left + 32] = 255
+    coverage = F.adaptive_avg_pool2d((films > 0).float(), 14).flatten(1)
+    moved, cells = _training_tool().pose_augment(films, coverage, torch.Generator().manual_seed(0), 0.5)
+    same = [torch.equal(moved[i], films[i]) for i in range(16)]
+    assert 0 < sum(same) < 16  # about half moved
+    seen = F.adaptive_avg_pool2d((moved > 127).float(), 14).flatten(1)
+    grid = torch.stack(torch.meshgrid(torch.arange(14.0), torch.arange(14.0), indexing="ij")).flatten(1)
+    for i in range(16):
+        if same[i]:
+            assert torch.equal(cells[i], coverage[i])
+            continue
+        # bilinear resampling of the 14 x 14 cells blurs their edges by up to one
+        # cell, so the cells and the film's bright area differ there only
+        assert float((seen[i] - cells[i]).abs().sum() / seen[i].sum()) < 0.3
+        centre = lambda c: (grid * c).sum(1) / c.sum()  # noqa: E731
+        assert float((centre(seen[i]) - centre(cells[i])).abs().max()) < 0.5
+        ratio = float((moved[i] > 127).sum() / (films[i] > 127).sum())
+        assert (0.85 * 224 / 288) ** 2 * 0.9 < ratio < 1.15 ** 2 * 1.1
 
 
 def test_patch_grid_and_context(loaded: tuple) -> None:

@@ -41,6 +41,10 @@ The script
    and auxiliary losses are the same;
    ``--init DIR`` starts from a model saved by an earlier run of the same
    family (new optimiser, learning-rate schedule and auxiliary heads);
+   ``--pose P`` moves each training film with probability ``P`` as the
+   ``geometry`` robustness split moves test films (rotation, zoom, shift,
+   letterboxed canvases) and its patch-coverage target with it
+   (:func:`pose_augment`); the shipped CLIP's second stage used 0.5;
 3. keeps the checkpoint with the best validation accuracy
    (``PhantomCXR("val", seed)``), saves it with the processor to ``--out``
    and writes ``metrics.json`` and ``TRAINING.md`` (command, seed, wall
@@ -371,6 +375,49 @@ def augment(x: torch.Tensor, gen: torch.Generator, shift: int = 3) -> torch.Tens
     return (x * gain + bias).round().clamp(0, 255)
 
 
+def pose_augment(
+    x: torch.Tensor, coverage: torch.Tensor, gen: torch.Generator, share: float
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    r"""
+    Move a share of the films as the ``geometry`` robustness split does
+    (:mod:`captum_matex.evaluation.robustness`), and their patch coverage with
+    them: rotation up to 10 degrees, zoom 0.85-1.15, shift up to 15%; one
+    moved film in three is also shrunk by 224/288, as a portrait or landscape
+    canvas is when letterboxed into the square input. Outside the film is black.
+
+    Args:
+
+        x (torch.Tensor): ``(B, 1, S, S)`` films (0-255).
+        coverage (torch.Tensor): ``(B, g * g)`` patch coverage of the findings.
+        gen (torch.Generator): Random numbers.
+        share (float): Probability that a film is moved.
+
+    Returns:
+        tuple: The films and their coverage, moved.
+    """
+    films, cells = x.float().clone(), coverage.clone()
+    moved = (torch.rand(x.shape[0], generator=gen) < share).nonzero()[:, 0]
+    b = len(moved)
+    if b == 0:
+        return films, cells
+    u = lambda lo, hi: lo + (hi - lo) * torch.rand(b, generator=gen)  # noqa: E731
+    angle = torch.deg2rad(u(-10, 10))
+    zoom = u(0.85, 1.15) * torch.where(torch.rand(b, generator=gen) < 1 / 3, 224 / 288, 1.0)
+    shift = torch.stack([u(-0.3, 0.3), u(-0.3, 0.3)], 1)  # 15% of the size = 0.3 in [-1, 1]
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    inverse = torch.stack([torch.stack([cos, sin], 1), torch.stack([-sin, cos], 1)], 1) / zoom[:, None, None]
+    theta = torch.cat([inverse, -(inverse @ shift[..., None])], 2)
+
+    def move(images: torch.Tensor) -> torch.Tensor:
+        grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+        return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+    g = int(round(coverage.shape[1] ** 0.5))
+    films[moved] = move(films[moved])
+    cells[moved] = move(cells[moved].view(b, 1, g, g)).flatten(1)
+    return films, cells
+
+
 def encode_texts(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     r"""Normalised text embeddings."""
     out = model.get_text_features(input_ids=ids, attention_mask=mask)
@@ -591,11 +638,12 @@ def aux_losses(
     img: torch.Tensor,
     patches: torch.Tensor,
     metas: Sequence[Dict[str, Any]],
+    coverage: torch.Tensor,
 ) -> Dict[str, torch.Tensor]:
-    r"""Cross-entropy for finding and side, BCE for patch coverage."""
+    r"""Cross-entropy for finding and side, BCE for patch ``coverage`` ``(B, N)``."""
     f_t = torch.tensor([FINDINGS.index(m["finding"]) for m in metas])
     s_t = torch.tensor([SIDE_CLASS.get(m["laterality"], 2) for m in metas])
-    p_t = torch.tensor([m["patches"] for m in metas], dtype=torch.float32)
+    p_t = coverage
     return {
         "aux_finding": F.cross_entropy(heads.finding(10 * img), f_t),
         "aux_side": F.cross_entropy(heads.side(10 * img), s_t),
@@ -650,6 +698,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         help="start from the weights saved in this directory (a previous run of the same family)",
     )
     p.add_argument("--max-minutes", type=float, default=0.0, help="stop early after this wall time (0: off)")
+    p.add_argument(
+        "--pose",
+        type=float,
+        default=0.0,
+        help="share of training films moved as the geometry robustness split moves films (0: none)",
+    )
     p.add_argument(
         "--unseen-seed",
         type=int,
@@ -723,14 +777,18 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             g["lr"] = lr_at(step, args.steps, args.lr, args.warmup) * g.get("lr_mult", 1.0)
         idx = torch.randint(0, len(train_x), (args.batch,), generator=gen)
         metas = [train_meta[i] for i in idx.tolist()]
-        pixels = normalise(augment(train_x[idx], gen))
+        films = train_x[idx]
+        coverage = torch.tensor([m["patches"] for m in metas], dtype=torch.float32)
+        if args.pose > 0:
+            films, coverage = pose_augment(films, coverage, gen, args.pose)
+        pixels = normalise(augment(films, gen))
         t = batch_targets(targets, metas)
         img, patches = image_forward(args.family, model, pixels)
         txt = encode_texts(model, txt_ids, txt_mask)
         scale, bias = logit_parameters(args.family, model)
         parts = losses(img, txt, t, scale, bias, sigmoid)
         if args.w_aux > 0:
-            parts.update(aux_losses(heads, img, patches, metas))
+            parts.update(aux_losses(heads, img, patches, metas, coverage))
         loss = sum(weights[k] * v for k, v in parts.items())
         opt.zero_grad(set_to_none=True)
         loss.backward()
