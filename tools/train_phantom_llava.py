@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_phantom import augment, load_or_render, lr_at, normalise  # noqa: E402
 
 from captum_matex.data.phantom import FINDINGS  # noqa: E402
+from captum_matex.zoo.phantom_clip import phantom_clip  # noqa: E402
 from captum_matex.zoo.phantom_llava import (  # noqa: E402
     NUM_IMAGE_TOKENS,
     PAD_ID,
@@ -110,6 +111,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument(
+        "--clip",
+        type=Path,
+        default=None,
+        help="phantom CLIP directory whose vision tower starts the model (default: the shipped one; "
+        "the shipped LLaVA started from its first stage, see phantom_llava/TRAINING.md)",
+    )
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -163,7 +171,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     model = LlavaForConditionalGeneration(
         build_config(len(tokenizer), text_width=args.text_width, text_layers=args.text_layers)
     )
-    init_vision_from_phantom_clip(model)
+    init_vision_from_phantom_clip(model, None if args.clip is None else phantom_clip(args.clip)[0])
     n_params = sum(p.numel() for p in model.parameters())
 
     train_x, train_meta = load_or_render(args.cache, "train", args.seed, args.bank, args.workers)
