@@ -13,13 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 
-import numpy as np
-
 from captum_matex import MATEX
 from captum_matex.baselines.prior_only import AnatomyPriorOnly
 from captum_matex.evaluation import phantom_samples
 from captum_matex.evaluation.robustness import SPLITS
-from captum_matex.evaluation.scoring import BatchInputs, localisation_scores, prepared_batches
+from captum_matex.evaluation.scoring import BatchInputs, mean_localisation_scores, prepared_batches
 from captum_matex.loading import load_model
 from captum_matex.zoo import phantom_prior
 
@@ -29,13 +27,8 @@ METHODS = {"matex": MATEX, "prior_only": AnatomyPriorOnly}
 
 def scores(explainer, inputs: list[BatchInputs]) -> dict[str, float]:
     r"""Mean localisation scores of one explainer over every batch."""
-    out: dict[str, list[float]] = {name: [] for name in LOCALISATION}
-    for batch in inputs:
-        maps = explainer.attribute(batch.pixels, ([s.phrase for s in batch.samples],),
-                                   output="pixel").detach()
-        for name, values in localisation_scores(maps, batch, LOCALISATION).items():
-            out[name] += values
-    return {name: round(float(np.nanmean(values)), 3) for name, values in out.items()}
+    return {name: round(value, 3)
+            for name, value in mean_localisation_scores(explainer, inputs, LOCALISATION).items()}
 
 
 def main() -> None:

@@ -13,12 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 
-import numpy as np
-
 from captum_matex import MATEX, baselines
 from captum_matex.evaluation import phantom_samples
 from captum_matex.evaluation.robustness import SPLITS
-from captum_matex.evaluation.scoring import localisation_scores, prepared_batches
+from captum_matex.evaluation.scoring import mean_localisation_scores, prepared_batches
 from captum_matex.loading import load_model
 from captum_matex.zoo import phantom_prior
 
@@ -56,17 +54,10 @@ def main() -> None:
         for split in SPLIT_NAMES:
             batches = prepared_batches(samples(split, args.limit, args.seed), processor)
             for method, explainer in methods.items():
-                out: dict[str, list[float]] = {metric: [] for metric in LOCALISATION}
-                for batch in batches:
-                    maps = explainer.attribute(
-                        batch.pixels, ([s.phrase for s in batch.samples],), output="pixel").detach()
-                    for metric, values in localisation_scores(maps, batch, LOCALISATION).items():
-                        out[metric] += values
+                means = mean_localisation_scores(explainer, batches, LOCALISATION)
                 print(json.dumps({"model": name, "seed": args.seed, "split": split,
-                                  "pairs": len(out["miou"]), "method": method,
-                                  **{k: round(float(np.nanmean(v)), 3) for k, v in out.items()}}),
-                      flush=True)
-
+                                  "pairs": sum(len(b.samples) for b in batches), "method": method,
+                                  **{k: round(v, 3) for k, v in means.items()}}), flush=True)
 
 if __name__ == "__main__":
     main()

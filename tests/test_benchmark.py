@@ -292,3 +292,34 @@ def test_paired_differences_resample_pairs_together():
     rows.append({"sample": 999, "method": "a", "miou": 1.0})
     rows[0]["miou"] = None
     assert paired_differences(rows, "a", ["miou"])["b"]["miou"]["n"] == 399
+
+
+def test_mean_localisation_scores_average_every_sample_and_skip_undefined_ones():
+    r"""The mean over all batches' samples of :func:`localisation_scores`; a
+    sample without a box (undefined scores, NaN) is left out of the mean."""
+    from dataclasses import replace
+
+    from captum_matex.baselines import AnatomyPriorOnly
+    from captum_matex.evaluation.scoring import (
+        localisation_scores,
+        mean_localisation_scores,
+        prepared_batches,
+    )
+
+    model, processor = phantom_clip()
+    samples = phantom_samples("test", 5)
+    samples[4] = replace(samples[4], boxes=[])
+    batches = prepared_batches(samples, processor, size=2)
+    assert [len(b.samples) for b in batches] == [2, 2, 1]
+    explainer = AnatomyPriorOnly(model, processor)
+    names = ["pointing_game", "miou"]
+    means = mean_localisation_scores(explainer, batches, names)
+    per_sample = {name: [] for name in names}
+    for batch in batches:
+        maps = explainer.attribute(batch.pixels, ([s.phrase for s in batch.samples],), output="pixel")
+        for name, values in localisation_scores(maps, batch, names).items():
+            per_sample[name] += values
+    for name in names:
+        assert np.isnan(per_sample[name][4])
+        # float64 means of the same four float scores: equal up to summation order
+        assert means[name] == pytest.approx(float(np.mean(per_sample[name][:4])), abs=1e-12)

@@ -643,11 +643,10 @@ def aux_losses(
     r"""Cross-entropy for finding and side, BCE for patch ``coverage`` ``(B, N)``."""
     f_t = torch.tensor([FINDINGS.index(m["finding"]) for m in metas])
     s_t = torch.tensor([SIDE_CLASS.get(m["laterality"], 2) for m in metas])
-    p_t = coverage
     return {
         "aux_finding": F.cross_entropy(heads.finding(10 * img), f_t),
         "aux_side": F.cross_entropy(heads.side(10 * img), s_t),
-        "aux_patch": F.binary_cross_entropy_with_logits(heads.patch(patches)[..., 0], p_t),
+        "aux_patch": F.binary_cross_entropy_with_logits(heads.patch(patches)[..., 0], coverage),
     }
 
 

@@ -98,6 +98,28 @@ def localisation_scores(maps: Tensor, batch: BatchInputs,
     return scores
 
 
+def mean_localisation_scores(explainer, batches: Sequence[BatchInputs],
+                             names: Sequence[str]) -> dict[str, float]:
+    r"""Mean localisation metrics of one explainer's maps of each batch's phrases.
+
+    Args:
+        explainer: a method with Captum's ``attribute(inputs, (phrases,), output="pixel")``.
+        batches (Sequence[BatchInputs]): The batches, e.g. from :func:`prepared_batches`.
+        names (Sequence[str]): Registered localisation metrics to score.
+
+    Returns:
+        dict: Metric name to its mean over every sample (NaN scores, e.g. of a
+        sample without a box, left out).
+    """
+    values: dict[str, list[float]] = {name: [] for name in names}
+    for batch in batches:
+        maps = explainer.attribute(batch.pixels, ([s.phrase for s in batch.samples],),
+                                   output="pixel").detach()
+        for name, scores in localisation_scores(maps, batch, names).items():
+            values[name] += scores
+    return {name: float(torch.tensor(v, dtype=torch.float64).nanmean()) for name, v in values.items()}
+
+
 def faithfulness_scores(
     forward: Callable[..., Tensor], maps: Tensor, batch: BatchInputs, names: Sequence[str],
     patch_size: Sequence[int],

@@ -14,8 +14,8 @@ Architecture:
 - vision tower: a :class:`~transformers.CLIPVisionModel` with exactly the
   phantom CLIP's vision settings (112 px input, 8 px patches, a 14 x 14
   grid, 4 blocks of width 128), initialised from the phantom CLIP's
-  first-stage vision weights (before its pose fine-tuning) and fine-tuned with the decoder (at a tenth of its
-  learning rate); ``vision_feature_layer=-1`` (the last block's output) and
+  first-stage vision weights (before its pose fine-tuning) and fine-tuned
+  with the decoder (at a tenth of its learning rate); ``vision_feature_layer=-1`` (the last block's output) and
   ``vision_feature_select_strategy="default"`` (the class token dropped), so
   an image is :data:`NUM_IMAGE_TOKENS` = 196 tokens, in row-major patch
   order (token ``k`` is patch row ``k // 14``, column ``k % 14``);
