@@ -59,7 +59,8 @@ def test_training_tool_still_trains_and_saves_a_loadable_model(tmp_path) -> None
     out = tmp_path / "run"
     args = ["--out", str(out), "--steps", "2", "--bank", "16", "--val", "8", "--test", "8",
             "--workers", "1", "--eval-every", "2", "--threads", "1",
-            "--vision-width", "32", "--vision-layers", "1", "--text-layers", "1", "--pose", "0.5"]
+            "--vision-width", "32", "--vision-layers", "1", "--text-layers", "1", "--pose", "0.5",
+            "--word-noise", "0.5"]
     done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert {"model.safetensors", "metrics.json", "TRAINING.md"} <= {p.name for p in out.iterdir()}
@@ -75,6 +76,27 @@ def _training_tool():
     sys.modules.setdefault(spec.name, module)  # its dataclasses look their module up
     spec.loader.exec_module(module)
     return module
+
+
+def test_rewording_keeps_the_side_and_the_known_words_in_order() -> None:
+    r"""``--word-noise``: a reworded phrase keeps its side words, every other
+    word either stays or becomes the unknown token, and the words kept stay
+    in their order; share 0 never rewords, share 1 always does."""
+    reword = _training_tool().reword
+    phrase = "small left pleural effusion at the lung base"
+    gen = torch.Generator().manual_seed(0)
+    assert all(reword(phrase, gen, 0.0, "<unk>") == phrase for _ in range(50))
+    reworded = [reword(phrase, gen, 1.0, "<unk>", drop=0.5) for _ in range(200)]
+    assert sum(r != phrase for r in reworded) > 190
+    for r in reworded:
+        known = [w for w in r.split() if w != "<unk>"]
+        assert "left" in known
+        it = iter(phrase.split())
+        assert all(w in it for w in known)  # a subsequence of the phrase
+    # about half of the droppable words go (7 of 8 words may drop)
+    dropped = [len([w for w in phrase.split() if w != "left"]) - (len([w for w in r.split() if w != "<unk>"]) - 1)
+               for r in reworded]
+    assert 2.5 < sum(dropped) / len(dropped) < 4.5
 
 
 def test_pose_augmentation_moves_each_film_and_its_finding_cells_together() -> None:

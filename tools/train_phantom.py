@@ -45,6 +45,11 @@ The script
    ``geometry`` robustness split moves test films (rotation, zoom, shift,
    letterboxed canvases) and its patch-coverage target with it
    (:func:`pose_augment`); the shipped CLIP's second stage used 0.5;
+   ``--word-noise P`` rewords each phrase of the table with probability
+   ``P`` per step (:func:`reword`): words become the tokenizer's unknown
+   token and unknown words are inserted, targets unchanged, so the text
+   encoder learns to read the words it knows in a wording it has never
+   seen (no word outside the phantom's own vocabulary is used);
 3. keeps the checkpoint with the best validation accuracy
    (``PhantomCXR("val", seed)``), saves it with the processor to ``--out``
    and writes ``metrics.json`` and ``TRAINING.md`` (command, seed, wall
@@ -418,6 +423,46 @@ def pose_augment(
     return films, cells
 
 
+#: words that state a phrase's side, never reworded (:func:`reword`)
+SIDE_WORDS = ("left", "right", "bilateral", "both")
+
+
+def reword(
+    phrase: str, gen: torch.Generator, share: float, unknown: str,
+    drop: float = 0.25, max_inserted: int = 2, keep: Sequence[str] = SIDE_WORDS,
+) -> str:
+    r"""
+    With probability ``share``, a wording of ``phrase`` the model has never
+    seen: each word but the side words (``keep``: the targets say which side
+    the phrase names, so it must still name it) becomes ``unknown`` with
+    probability ``drop``, and up to ``max_inserted`` ``unknown`` words are
+    put in at random places (what a radiologist's wording looks like to a
+    word-level tokenizer that lacks some of its words).
+
+    Args:
+
+        phrase (str): A phantom phrase.
+        gen (torch.Generator): Random numbers.
+        share (float): Probability that the phrase is reworded.
+        unknown (str): The tokenizer's unknown token.
+        drop (float, optional): Probability of each word becoming ``unknown``.
+        max_inserted (int, optional): Most ``unknown`` words inserted.
+        keep (sequence of str, optional): Words never replaced.
+
+    Returns:
+        str: The phrase, reworded or as it was.
+    """
+    if float(torch.rand((), generator=gen)) >= share:
+        return phrase
+    words = [
+        unknown if w not in keep and float(torch.rand((), generator=gen)) < drop else w
+        for w in phrase.split()
+    ]
+    for _ in range(int(torch.randint(0, max_inserted + 1, (), generator=gen))):
+        words.insert(int(torch.randint(0, len(words) + 1, (), generator=gen)), unknown)
+    return " ".join(words)
+
+
 def encode_texts(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     r"""Normalised text embeddings."""
     out = model.get_text_features(input_ids=ids, attention_mask=mask)
@@ -704,6 +749,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         help="share of training films moved as the geometry robustness split moves films (0: none)",
     )
     p.add_argument(
+        "--word-noise",
+        type=float,
+        default=0.0,
+        help="share of phrases reworded with unknown words each step (0: none)",
+    )
+    p.add_argument(
         "--unseen-seed",
         type=int,
         default=None,
@@ -783,7 +834,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         pixels = normalise(augment(films, gen))
         t = batch_targets(targets, metas)
         img, patches = image_forward(args.family, model, pixels)
-        txt = encode_texts(model, txt_ids, txt_mask)
+        if args.word_noise > 0:
+            noisy = [reword(p, gen, args.word_noise, processor.tokenizer.unk_token) for p in phrases]
+            txt = encode_texts(model, *text_inputs(args.family, processor, noisy))
+        else:
+            txt = encode_texts(model, txt_ids, txt_mask)
         scale, bias = logit_parameters(args.family, model)
         parts = losses(img, txt, t, scale, bias, sigmoid)
         if args.w_aux > 0:
