@@ -1,11 +1,15 @@
-"""MATEX, MATEX without the anatomical prior and LeGrad on the robustness
-splits drawn from *validation* films, for one or more models: what the
-embedded phantom CLIP's pose-augmented fine-tuning was chosen on. One JSON
-line per model, split and method: pointing game, mIoU and CNR (the
-``two_finding`` and ``side_swap`` splits are scored by the benchmark). The
-numbers in ``captum_matex/zoo/phantom_clip/TRAINING.md`` come from
+"""Registered methods (default: MATEX, MATEX without the anatomical prior and
+LeGrad) on *validation* films as they are and on the robustness splits drawn
+from them, for one or more models: what the embedded phantom models'
+fine-tunings were chosen on. One JSON line per model, split and method:
+pointing game, mIoU and CNR (the ``two_finding`` and ``side_swap`` splits are
+scored by the benchmark). Methods are built as the benchmark builds them, on
+the phantom-fitted atlas. The numbers in the zoo's ``TRAINING.md`` files come
+from, e.g.,
 
     python benchmarks/robustness_val.py --models phantom-clip,DIR --limit 200
+    python benchmarks/robustness_val.py --models phantom-siglip,DIR --splits val \
+        --methods matex,prior_only,rollout --limit 300
 """
 
 from __future__ import annotations
@@ -13,15 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from captum_matex import MATEX, baselines
-from captum_matex.evaluation import phantom_samples
+from captum_matex.evaluation import BenchmarkConfig, phantom_samples
 from captum_matex.evaluation.robustness import SPLITS
 from captum_matex.evaluation.scoring import mean_localisation_scores, prepared_batches
 from captum_matex.loading import load_model
-from captum_matex.zoo import phantom_prior
 
 LOCALISATION = ["pointing_game", "miou", "cnr"]
 SPLIT_NAMES = ("val", "geometry", "paraphrase", "markers")
+METHODS = ("matex", "matex_no_anatomy", "legrad")
 
 
 def samples(split: str, limit: int, seed: int) -> list:
@@ -33,25 +36,19 @@ def samples(split: str, limit: int, seed: int) -> list:
     return [s for s in drawn if s.boxes][:limit]
 
 
-def explainers(model, processor) -> dict:
-    r"""The methods compared, on the phantom-fitted atlas as in the benchmark."""
-    return {
-        "matex": MATEX(model, processor, anatomical_prior=phantom_prior()),
-        "matex_no_anatomy": MATEX(model, processor, anatomical_prior=None),
-        "legrad": baselines.get("legrad")(model, processor),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="phantom-clip", help="comma-separated models")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=200, help="pairs per split")
+    parser.add_argument("--splits", default=",".join(SPLIT_NAMES), help="comma-separated splits")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods")
     args = parser.parse_args()
+    config = BenchmarkConfig(atlas="phantom")
     for name in args.models.split(","):
         model, processor = load_model(name)
-        methods = explainers(model, processor)
-        for split in SPLIT_NAMES:
+        methods = {m: config.build(m, model, processor) for m in args.methods.split(",")}
+        for split in args.splits.split(","):
             batches = prepared_batches(samples(split, args.limit, args.seed), processor)
             for method, explainer in methods.items():
                 means = mean_localisation_scores(explainer, batches, LOCALISATION)
