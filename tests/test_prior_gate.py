@@ -55,6 +55,26 @@ def test_evidence_on_the_other_side_closes_a_sided_prior():
     assert gated.view(4, 4)[1, 3].item() == 1.0 and ungated.view(4, 4)[1, 0].item() == 1.0
 
 
+def test_evidence_peaking_on_the_other_side_closes_a_sided_prior_despite_its_mass():
+    # most of the evidence's mass lies on the prior's (left) side, but its peak is on the right
+    prior = _left_half()
+    evidence = torch.zeros(1, 4, 4)
+    evidence[0, :, :2] = 0.6  # 8 cells x 0.6 on the left
+    evidence[0, 1, 3] = 1.0  # one brighter cell on the right
+    gate = PriorGate(full_lift=1.5, full_side=1.5)
+    # lift 4.8 / 5.8 / 0.5 = 1.66 and side ratio 4.8 would open it fully: only the peak closes it
+    assert gate(evidence.flatten(1), prior, (4, 4)).item() == 0.0
+    fused = Fusion(alpha=1.0, sigma=0, gate=gate)(evidence.flatten(1)[:, None], None, {"anatomy": prior}, (4, 4))
+    assert fused.view(4, 4)[1, 3].item() == 1.0  # the evidence's own peak stays
+    # two equal peaks, one on each side: the prior does not pick the side
+    evidence[0, 2, 0] = 1.0
+    assert gate(evidence.flatten(1), prior, (4, 4)).item() == pytest.approx(0.0, abs=1e-6)
+    evidence[0, 2, 0] = 0.6
+    # the bright cell moved to the left: lift 2, no mirrored evidence, so the prior opens fully
+    evidence[0, 1, 3], evidence[0, 1, 0] = 0.0, 1.0
+    assert gate(evidence.flatten(1), prior, (4, 4)).item() == pytest.approx(1.0, abs=1e-6)
+
+
 def test_gate_is_per_sample():
     prior = _left_half().expand(2, -1)
     evidence = torch.zeros(2, 4, 4)
