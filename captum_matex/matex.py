@@ -100,7 +100,9 @@ class MATEXDiagnostics:
 #:   0.92 at 1, 0.913 / 0.887 at 0.5; randomisation Spearman 0.123 / 0.143 at
 #:   0.75, 0.143 / 0.159 at 1). Before that fine-tuning 1 was best (0.943 /
 #:   0.93 at 1, 0.94 / 0.92 at 0.75); ungated, 0.75 was best
-#:   (``benchmarks/tune_matex.py``).
+#:   (``benchmarks/tune_matex.py``). Re-checked on the third stage (reworded
+#:   phrases, seed 0): 0.933 at 0.75, 0.930 at 1, 0.897 at 0.5; Spearman
+#:   0.142 / 0.155 / 0.107.
 #: - ``"attention probe"`` (SigLIP's ``map`` head): 0.25; phantom SigLIP 0.93
 #:   at 0 and 0.25 (CNR 2.39 and 2.55), 0.90 at 0.5, 0.88 at 0.75, 0.85 at 1.
 #: - ``"decoder"`` (generative models, whose readout is every image token the
