@@ -4,12 +4,15 @@ from them, for one or more models: what the embedded phantom models'
 fine-tunings were chosen on. One JSON line per model, split and method:
 pointing game, mIoU and CNR (the ``two_finding`` and ``side_swap`` splits are
 scored by the benchmark). Methods are built as the benchmark builds them, on
-the phantom-fitted atlas. The numbers in the zoo's ``TRAINING.md`` files come
-from, e.g.,
+the phantom-fitted atlas. The numbers in
+``captum_matex/zoo/phantom_clip/TRAINING.md`` come from
 
     python benchmarks/robustness_val.py --models phantom-clip,DIR --limit 200
-    python benchmarks/robustness_val.py --models phantom-siglip,DIR --splits val \
-        --methods matex,prior_only,rollout --limit 300
+    python benchmarks/robustness_val.py --models phantom-clip,DIR \
+        --splits val,geometry,paraphrase,markers --methods matex,matex_no_anatomy
+
+and, for instance, ``--splits val --methods matex,prior_only,rollout`` sets a
+candidate model against the prior alone and rollout on plain validation films.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ def main() -> None:
                 print(json.dumps({"model": name, "seed": args.seed, "split": split,
                                   "pairs": sum(len(b.samples) for b in batches), "method": method,
                                   **{k: round(v, 3) for k, v in means.items()}}), flush=True)
+
 
 if __name__ == "__main__":
     main()

@@ -104,11 +104,8 @@ class PriorGate:
         mirror = prior.reshape(-1, *grid).flip(-1).flatten(1)
         sided = (prior - mirror).abs().sum(1) > self.asymmetry * prior.sum(1)
         side = inside / (e * mirror).sum(1).clamp_min(_TINY)
-        peaks = _half_peaks(e, grid)  # (B, 2): left, right
-        stated = _heavier_half(prior, grid)  # 0 left, 1 right
-        peak_ratio = peaks.gather(1, stated[:, None])[:, 0] / peaks.gather(
-            1, 1 - stated[:, None])[:, 0].clamp_min(_TINY)
-        side_gate = (_ramp(side, self.full_side) * _ramp(peak_ratio, self.full_side)).where(sided, 1.0)
+        peak = _side_peak_ratio(e, prior, grid)
+        side_gate = (_ramp(side, self.full_side) * _ramp(peak, self.full_side)).where(sided, 1.0)
         return (_ramp(lift, self.full_lift) * side_gate)[:, None]
 
     def __repr__(self) -> str:
@@ -116,19 +113,16 @@ class PriorGate:
                 f"asymmetry={self.asymmetry})")
 
 
-def _half_peaks(maps: Tensor, grid: tuple[int, int]) -> Tensor:
-    r"""``(B, 2)`` peak of each ``(B, h * w)`` map in the left and in the right
-    half of the grid (the centre column of an odd width in neither)."""
-    cells = maps.reshape(-1, *grid)
+def _side_peak_ratio(evidence: Tensor, prior: Tensor, grid: tuple[int, int]) -> Tensor:
+    r"""``(B,)`` peak of the evidence in the half of the grid that holds more of
+    the prior over its peak in the other half (the centre column of an odd
+    width is in neither half; equal halves count as the left one)."""
     half = grid[1] // 2
-    return torch.stack([cells[..., :half].amax((1, 2)), cells[..., grid[1] - half:].amax((1, 2))], 1)
-
-
-def _heavier_half(prior: Tensor, grid: tuple[int, int]) -> Tensor:
-    r"""``(B,)`` half of the grid holding more of each prior's mass: 0 left, 1 right."""
-    columns = prior.reshape(-1, *grid).sum(1)
-    half = grid[1] // 2
-    return (columns[:, grid[1] - half:].sum(1) > columns[:, :half].sum(1)).long()
+    e, p = evidence.reshape(-1, *grid), prior.reshape(-1, *grid)
+    left, right = e[..., :half].amax((1, 2)), e[..., grid[1] - half:].amax((1, 2))
+    prior_right = p[..., grid[1] - half:].sum((1, 2)) > p[..., :half].sum((1, 2))
+    own, other = torch.where(prior_right, right, left), torch.where(prior_right, left, right)
+    return own / other.clamp_min(_TINY)
 
 
 def _ramp(ratio: Tensor, full: float) -> Tensor:
