@@ -79,7 +79,10 @@ def main() -> None:
     parser.add_argument("--alpha", default=None,
                         help="comma-separated fusion weights (default: the model's own)")
     parser.add_argument("--batch-size", type=int, default=25)
+    parser.add_argument("--upsample", default=None, choices=["bilinear", "bicubic"],
+                        help="MATEX's upsampling (default: its own)")
     args = parser.parse_args()
+    upsample = {} if args.upsample is None else {"upsample": args.upsample}
     model, processor = load_model(args.model)
     randomised = randomized_model(model)
     samples = phantom_samples(args.split, args.limit, seed=args.seed)
@@ -92,10 +95,11 @@ def main() -> None:
     for label, alpha, atlas, gate in settings:
         def build(net, alpha=alpha, atlas=atlas, gate=gate):
             return MATEX(net, processor, anatomical_prior=atlas, registration=None,
-                         fusion=Fusion(alpha=alpha, gate=gate))
+                         fusion=Fusion(alpha=alpha, gate=gate), **upsample)
         result = scores((build(model), build(randomised)), batches)
         print(json.dumps({"model": args.model, "split": args.split, "seed": args.seed,
-                          "pairs": len(samples), "setting": label, "alpha": alpha, **result}),
+                          "pairs": len(samples), "setting": label, "alpha": alpha,
+                          "upsample": MATEX(model, processor, **upsample).upsample, **result}),
               flush=True)
 
 

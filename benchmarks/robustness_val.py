@@ -46,8 +46,10 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=200, help="pairs per split")
     parser.add_argument("--splits", default=",".join(SPLIT_NAMES), help="comma-separated splits")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods")
+    parser.add_argument("--method-kwargs", type=json.loads, default={},
+                        help='constructor arguments per method, e.g. \'{"matex": {"upsample": "bilinear"}}\'')
     args = parser.parse_args()
-    config = BenchmarkConfig(atlas="phantom")
+    config = BenchmarkConfig(atlas="phantom", method_kwargs=args.method_kwargs)
     for name in args.models.split(","):
         model, processor = load_model(name)
         methods = {m: config.build(m, model, processor) for m in args.methods.split(",")}

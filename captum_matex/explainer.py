@@ -38,6 +38,7 @@ from captum_matex.adapters import VisionLanguageAdapter, VisionTrace, get_adapte
 from captum_matex.forward import SimilarityForward
 
 OutputKind = Literal["image", "pixel", "grid"]
+Upsampling = Literal["bilinear", "bicubic"]
 Sign = Literal["positive", "absolute_value"] | None
 #: ``(attention (B, H, T, T), gradient (B, H, T, T)) -> (B, T, T)``
 BlockReduction = Callable[[Tensor, Tensor], Tensor]
@@ -74,15 +75,31 @@ def apply_sign(maps: Tensor, sign: Sign) -> Tensor:
     raise ValueError(f"sign must be 'positive', 'absolute_value' or None, got {sign!r}")
 
 
-def upsample_grid(grid_maps: Tensor, size: tuple[int, int]) -> Tensor:
-    r"""Bilinearly upsample ``(B, h, w)`` patch-grid maps to ``(B, 1, H, W)``."""
-    maps = F.interpolate(
-        grid_maps[:, None].float(), size=size, mode="bilinear", align_corners=False
-    )
-    return maps.clamp_min(0)
+def upsample_grid(grid_maps: Tensor, size: tuple[int, int], mode: Upsampling = "bilinear") -> Tensor:
+    r"""Upsample ``(B, h, w)`` non-negative patch-grid maps to ``(B, 1, H, W)``.
+
+    ``"bilinear"`` puts every map's maximum on the centre of its highest
+    cell, so a region smaller than a patch that lies between cell centres
+    can never hold it. ``"bicubic"`` (Keys' interpolating kernel) puts the
+    maximum between cells where the neighbouring cells say it lies; its
+    overshoot is clamped at zero and the map rescaled so that its peak keeps
+    the grid's peak value (a map in [0, 1] stays in [0, 1]).
+    """
+    if mode not in ("bilinear", "bicubic"):
+        raise ValueError(f"upsample must be 'bilinear' or 'bicubic', got {mode!r}")
+    grid_maps = grid_maps[:, None].float()
+    maps = F.interpolate(grid_maps, size=size, mode=mode, align_corners=False).clamp_min(0)
+    if mode == "bicubic":
+        peak = grid_maps.flatten(1).amax(1)
+        upsampled_peak = maps.flatten(1).amax(1)
+        scale = torch.where(upsampled_peak > 0, peak / upsampled_peak.clamp_min(1e-30), 0.0)
+        maps = maps * scale[:, None, None, None]
+    return maps
 
 
-def format_maps(grid_maps: Tensor, images: Tensor, output: OutputKind) -> Tensor:
+def format_maps(
+    grid_maps: Tensor, images: Tensor, output: OutputKind, upsample: Upsampling = "bilinear"
+) -> Tensor:
     r"""Shape ``(B, h, w)`` maps as an attribution for ``images``.
 
     Args:
@@ -91,11 +108,12 @@ def format_maps(grid_maps: Tensor, images: Tensor, output: OutputKind) -> Tensor
         output: ``"image"`` gives ``(B, C, H, W)`` (the shape Captum expects),
             ``"pixel"`` gives ``(B, 1, H, W)``, ``"grid"`` gives
             ``(B, 1, h, w)`` without upsampling.
+        upsample: interpolation to the input's size (see :func:`upsample_grid`).
     """
     if output == "grid":
         maps = grid_maps[:, None]
     elif output in ("image", "pixel"):
-        maps = upsample_grid(grid_maps, tuple(images.shape[-2:]))
+        maps = upsample_grid(grid_maps, tuple(images.shape[-2:]), upsample)
         if output == "image":
             maps = maps.expand(-1, images.shape[1], -1, -1)
     else:
@@ -267,10 +285,15 @@ class Explainer(VisionLanguageAttribution):
         eval_mode: run the model in eval mode (restored afterwards).
         prompt: for a generative model, the text between the image and the
             phrase (default: the family's).
+        upsample: ``"bilinear"`` or ``"bicubic"``, how patch-grid maps reach
+            the input's size (:func:`upsample_grid`); default: the method's
+            own convention (:attr:`default_upsample`).
     """
 
     #: normalisation the method's reference implementation uses
     default_normalize: Normalization = "minmax"
+    #: how the method's reference implementation upsamples patch-grid maps
+    default_upsample: Upsampling = "bilinear"
     #: sign convention of the method
     default_sign: Sign = "positive"
     #: :meth:`patch_map` reads ``trace.attentions`` (attention probabilities of every block)
@@ -292,13 +315,17 @@ class Explainer(VisionLanguageAttribution):
         normalize: Normalization = DEFAULT,
         eval_mode: bool = True,
         prompt: str | Sequence[int] | None = None,
+        upsample: Upsampling = DEFAULT,
     ) -> None:
         super().__init__(model, tokenizer, eval_mode, prompt)
         self.sign = self.default_sign if sign is DEFAULT else sign
         self.normalize = self.default_normalize if normalize is DEFAULT else normalize
+        self.upsample = self.default_upsample if upsample is DEFAULT else upsample
         apply_sign(torch.zeros(()), self.sign)  # validate
         if self.normalize not in ("minmax", "max", None):
             raise ValueError(f"normalize must be 'minmax', 'max' or None, got {normalize!r}")
+        if self.upsample not in ("bilinear", "bicubic"):
+            raise ValueError(f"upsample must be 'bilinear' or 'bicubic', got {upsample!r}")
 
     @log_usage()
     @accepts_tuple
@@ -405,7 +432,7 @@ class Explainer(VisionLanguageAttribution):
             maps = format_pixel_maps(maps, images, output, self.adapter.grid_size(images))
         else:  # patch grid: upsampling clamps at zero, so grid maps are never signed
             maps = torch.nan_to_num(maps.float(), nan=0.0).clamp_min(0)
-            maps = format_maps(self._zero_flat_images(maps, images), images, output)
+            maps = format_maps(self._zero_flat_images(maps, images), images, output, self.upsample)
         return normalize(maps, self.normalize, scale=scale, dtype=images.dtype).contiguous()
 
 

@@ -16,6 +16,7 @@ from captum_matex.explainer import (
     DEFAULT,
     Explainer,
     OutputKind,
+    Upsampling,
     format_maps,
     grouped_relevance,
 )
@@ -94,21 +95,22 @@ class MATEXDiagnostics:
 #: validation films (phantom seed 0, anatomy floor 0.5) of the embedded model
 #: of that kind, by pointing game:
 #:
-#: - ``"class token"`` (CLIP): 0.75, with the prior gate
-#:   (``benchmarks/prior_gate.py``, 300 pairs of seeds 0 and 2, the phantom
-#:   CLIP after its pose fine-tuning: pointing 0.933 / 0.927 at 0.75, 0.92 /
-#:   0.92 at 1, 0.913 / 0.887 at 0.5; randomisation Spearman 0.123 / 0.143 at
-#:   0.75, 0.143 / 0.159 at 1). Before that fine-tuning 1 was best (0.943 /
-#:   0.93 at 1, 0.94 / 0.92 at 0.75); ungated, 0.75 was best
-#:   (``benchmarks/tune_matex.py``). Re-checked on the third stage (reworded
-#:   phrases, seed 0): 0.933 at 0.75, 0.930 at 1, 0.897 at 0.5; Spearman
-#:   0.142 / 0.155 / 0.107.
+#: - ``"class token"`` (CLIP): 0.625, with the prior gate and bicubic
+#:   upsampling, the largest weight whose model randomisation Spearman stays
+#:   at most 0.15 on both validation seeds (``benchmarks/prior_gate.py``,
+#:   300 pairs of seeds 0 and 2, the third-stage phantom CLIP; pointing game /
+#:   Spearman): 0.973 / 0.123 and 0.960 / 0.147 at 0.625; 0.980 / 0.138 and
+#:   0.963 / 0.162 at 0.75; 0.980 / 0.151 and 0.977 / 0.176 at 1; 0.937 /
+#:   0.102 and 0.933 / 0.128 at 0.5. With bilinear upsampling the pointing
+#:   game was the only criterion and 0.75 was best (0.933 / 0.927 at 0.75,
+#:   0.92 / 0.92 at 1, 0.913 / 0.887 at 0.5 on the second stage); ungated,
+#:   0.75 was best as well (``benchmarks/tune_matex.py``).
 #: - ``"attention probe"`` (SigLIP's ``map`` head): 0.25; phantom SigLIP 0.93
 #:   at 0 and 0.25 (CNR 2.39 and 2.55), 0.90 at 0.5, 0.88 at 0.75, 0.85 at 1.
 #: - ``"decoder"`` (generative models, whose readout is every image token the
 #:   projector hands over): 0, the consistency map alone; phantom report
 #:   model 0.95 at 0, 0.91 at 0.25, 0.88 at 0.5, 0.87 at 0.75.
-FUSION_ALPHA = {"class token": 0.75, "attention probe": 0.25, "decoder": 0.0}
+FUSION_ALPHA = {"class token": 0.625, "attention probe": 0.25, "decoder": 0.0}
 
 #: Whether :func:`default_fusion` gates the priors with a
 #: :class:`~captum_matex.stages.PriorGate`, by readout, chosen on the same
@@ -196,13 +198,18 @@ class MATEX(Explainer):
             ``matex_with_decoder_prior`` row shows it).
         fusion: stage 5, default :func:`default_fusion`: a
             :class:`~captum_matex.stages.Fusion` whose ``alpha`` depends on what
-            the score reads (:data:`FUSION_ALPHA`: 0.75 for a class token, 0.25
+            the score reads (:data:`FUSION_ALPHA`: 0.625 for a class token, 0.25
             for an attention probe, 0 for a generative model's image tokens)
             and whose priors are gated by a :class:`~captum_matex.stages.PriorGate`
             on dual encoders (:data:`PRIOR_GATE`).
         eval_mode: run the model in eval mode (restored afterwards).
         prompt: for a generative model, the text between the image and the
             explained phrase (default: the family's, e.g. ``"Findings:"``).
+        upsample: how the fused patch map reaches the input's size; default
+            ``"bicubic"``, which lets its peak fall between patch centres
+            (:func:`~captum_matex.explainer.upsample_grid`; chosen on
+            validation films, see the method page); ``"bilinear"`` as most
+            baselines.
 
     Examples::
 
@@ -228,8 +235,9 @@ class MATEX(Explainer):
         fusion: protocols.FusionStage = DEFAULT,
         eval_mode: bool = True,
         prompt: str | Sequence[int] | None = None,
+        upsample: Upsampling = DEFAULT,
     ) -> None:
-        super().__init__(model, tokenizer, eval_mode=eval_mode, prompt=prompt)
+        super().__init__(model, tokenizer, eval_mode=eval_mode, prompt=prompt, upsample=upsample)
         self.attention = GradWeightedAttention() if attention is DEFAULT else attention
         self.rollout = MultiScaleRollout() if rollout is DEFAULT else rollout
         self.consistency = LayerConsistency() if consistency is DEFAULT else consistency
@@ -257,6 +265,8 @@ class MATEX(Explainer):
     display_name = "MATEX"
     #: the fusion stage normalises (noise-safe) already
     default_normalize = None
+    #: peaks between patch centres (see :func:`~captum_matex.explainer.upsample_grid`)
+    default_upsample = "bicubic"
 
     @log_usage()
     def attribute(
@@ -315,7 +325,7 @@ class MATEX(Explainer):
                 "their maps carry no model evidence",
                 stacklevel=2,
             )
-        maps = format_maps(diagnostics.fused, images, output)
+        maps = format_maps(diagnostics.fused, images, output, self.upsample)
         maps = (maps,) if is_tuple else maps
         return (maps, diagnostics) if return_diagnostics else maps
 
@@ -402,7 +412,7 @@ class MATEX(Explainer):
                 diagnostics.append(self._fuse(
                     trace_k, relevance, readout, decoder, phrases_k, anatomy_masks, images
                 ))
-                maps.append(format_maps(diagnostics[-1].fused, images, output))
+                maps.append(format_maps(diagnostics[-1].fused, images, output, self.upsample))
         maps = torch.stack(maps, 1)
         return (maps, MATEXDiagnostics.interleave(diagnostics)) if return_diagnostics else maps
 

@@ -140,7 +140,7 @@ def test_matex_defaults_on_a_generative_model_are_the_measured_ones():
     assert explainer.fusion.gate is None and not PRIOR_GATE["decoder"]  # measured: ungated
     _, diag = explainer.attribute(IMAGES, (PHRASE_IDS,), return_diagnostics=True)
     assert list(diag.priors) == ["anatomy"]
-    assert MATEX(make_clip()).fusion.alpha == FUSION_ALPHA["class token"] == 0.75  # dual encoders keep theirs
+    assert MATEX(make_clip()).fusion.alpha == FUSION_ALPHA["class token"] == 0.625  # dual encoders keep theirs
     with_prior = baselines.get("matex_with_decoder_prior")(make_generative("llava"))
     _, diag = with_prior.attribute(IMAGES, (PHRASE_IDS,), return_diagnostics=True)
     assert list(diag.priors) == ["anatomy", "decoder"]

@@ -7,6 +7,7 @@ from conftest import PHRASES, make_clip
 from helpers import assert_valid_maps, model_state
 
 from captum_matex import MATEX, MATEXDiagnostics
+from captum_matex.explainer import upsample_grid
 from captum_matex.stages import Fusion, PatchTextPrior
 
 
@@ -36,6 +37,13 @@ def test_end_to_end_shapes_range_and_diagnostics(clip_model, tokenizer, images):
     pixel = explainer.attribute(images, additional_forward_args=(PHRASES,), output="pixel")
     assert pixel.shape == (4, 1, 32, 32)
     assertTensorAlmostEqual(None, pixel.expand_as(maps), maps, delta=1e-6, mode="max")
+    # upsampled bicubically by default (peaks between patch centres), bilinearly on request
+    assert explainer.upsample == "bicubic"
+    for mode in ("bicubic", "bilinear"):
+        upsampled = MATEX(clip_model, tokenizer, upsample=mode).attribute(
+            images, additional_forward_args=(PHRASES,), output="pixel")
+        assertTensorAlmostEqual(None, upsampled, upsample_grid(diag.fused, (32, 32), mode),
+                                delta=1e-6, mode="max")
 
 
 def test_score_is_the_models_cosine_similarity(clip_model, tokenizer, images):

@@ -49,6 +49,8 @@ class AnatomyPriorOnly(Explainer):
     """
 
     default_normalize = "max"
+    #: upsampled as MATEX upsamples, so the row isolates the prior
+    default_upsample = "bicubic"
 
     def __init__(
         self, model, tokenizer=None, *,
