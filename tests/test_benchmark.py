@@ -264,12 +264,15 @@ def test_mscxr_benchmark_scores_boxes_on_the_original_grid(tmp_path):
                                          faithfulness=False), tmp_path / "phantom", progress=False)
     assert [s.phrase for s in phantom_samples("test", 6)] == [s.phrase for s in samples]
     # The same cases, stretched non-uniformly and letterboxed, score alike: maps
-    # come back to each image's own grid, where its boxes are.
-    for metric in ("pointing_game", "energy_pointing_game"):
-        for method in ("matex", "prior_only"):
-            a = summary["methods"][method][metric]["mean"]
-            b = ours["methods"][method][metric]["mean"]
-            assert abs(a - b) < 0.2, (metric, method, a, b)
+    # come back to each image's own grid, where its boxes are. The prior alone is a
+    # broad plateau whose maximum moves between far-apart pixels of the plateau with
+    # any resampling (here 1 of the 6 films with bilinear maps, 2 with bicubic ones),
+    # so for it only the energy in the boxes is compared.
+    for metric, method in (("pointing_game", "matex"), ("energy_pointing_game", "matex"),
+                           ("energy_pointing_game", "prior_only")):
+        a = summary["methods"][method][metric]["mean"]
+        b = ours["methods"][method][metric]["mean"]
+        assert abs(a - b) < 0.2, (metric, method, a, b)
     assert all(r["finding"] for r in rows.values())
 
 
