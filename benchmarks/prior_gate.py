@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import get_args
 
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ from captum_matex import MATEX
 from captum_matex.data.geometry import maps_to_original
 from captum_matex.evaluation import phantom_samples
 from captum_matex.evaluation.scoring import BatchInputs, localisation_scores, prepared_batches
+from captum_matex.explainer import Upsampling
 from captum_matex.loading import load_model
 from captum_matex.matex import default_fusion
 from captum_matex.metrics import empty_side_peak
@@ -79,7 +81,7 @@ def main() -> None:
     parser.add_argument("--alpha", default=None,
                         help="comma-separated fusion weights (default: the model's own)")
     parser.add_argument("--batch-size", type=int, default=25)
-    parser.add_argument("--upsample", default=None, choices=["bilinear", "bicubic"],
+    parser.add_argument("--upsample", default=None, choices=get_args(Upsampling),
                         help="MATEX's upsampling (default: its own)")
     args = parser.parse_args()
     upsample = {} if args.upsample is None else {"upsample": args.upsample}
@@ -99,7 +101,7 @@ def main() -> None:
         result = scores((build(model), build(randomised)), batches)
         print(json.dumps({"model": args.model, "split": args.split, "seed": args.seed,
                           "pairs": len(samples), "setting": label, "alpha": alpha,
-                          "upsample": MATEX(model, processor, **upsample).upsample, **result}),
+                          "upsample": args.upsample or MATEX.default_upsample, **result}),
               flush=True)
 
 

@@ -14,7 +14,7 @@ import argparse
 import dataclasses
 import json
 import math
-from typing import Iterator
+from typing import Iterator, get_args
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ from captum_matex.evaluation import BenchmarkConfig, phantom_samples
 from captum_matex.evaluation.scoring import (
     faithfulness_scores, localisation_scores, prepared_batches,
 )
-from captum_matex.explainer import upsample_grid
+from captum_matex.explainer import Upsampling, upsample_grid
 from captum_matex.loading import load_model
 
 METHODS = ("matex", "matex_no_anatomy", "prior_only")
@@ -34,7 +34,7 @@ LOCALISATION = ["pointing_game", "miou", "cnr"]
 
 def upsamplings(grid: Tensor, size: tuple[int, int], blurs: list[float]) -> Iterator[tuple[str, Tensor]]:
     r"""``(name, (B, 1, H, W) maps)`` for each way of bringing ``(B, h, w)`` maps to ``size``."""
-    for mode in ("bilinear", "bicubic"):
+    for mode in get_args(Upsampling):
         yield mode, upsample_grid(grid, size, mode)
     for sigma in blurs:
         yield f"bilinear, blur {sigma:g} px", gaussian_smooth(upsample_grid(grid, size)[:, 0], sigma)[:, None]

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 import warnings
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence, get_args
 
 import torch
 import torch.nn.functional as F
@@ -75,6 +75,13 @@ def apply_sign(maps: Tensor, sign: Sign) -> Tensor:
     raise ValueError(f"sign must be 'positive', 'absolute_value' or None, got {sign!r}")
 
 
+def check_upsample(mode: Upsampling) -> None:
+    r"""Raise a ``ValueError`` naming the choices unless ``mode`` is an :data:`Upsampling`."""
+    if mode not in get_args(Upsampling):
+        choices = " or ".join(repr(m) for m in get_args(Upsampling))
+        raise ValueError(f"upsample must be {choices}, got {mode!r}")
+
+
 def upsample_grid(grid_maps: Tensor, size: tuple[int, int], mode: Upsampling = "bilinear") -> Tensor:
     r"""Upsample ``(B, h, w)`` non-negative patch-grid maps to ``(B, 1, H, W)``.
 
@@ -85,8 +92,7 @@ def upsample_grid(grid_maps: Tensor, size: tuple[int, int], mode: Upsampling = "
     overshoot is clamped at zero and the map rescaled so that its peak keeps
     the grid's peak value (a map in [0, 1] stays in [0, 1]).
     """
-    if mode not in ("bilinear", "bicubic"):
-        raise ValueError(f"upsample must be 'bilinear' or 'bicubic', got {mode!r}")
+    check_upsample(mode)
     grid_maps = grid_maps[:, None].float()
     maps = F.interpolate(grid_maps, size=size, mode=mode, align_corners=False).clamp_min(0)
     if mode == "bicubic":
@@ -324,8 +330,7 @@ class Explainer(VisionLanguageAttribution):
         apply_sign(torch.zeros(()), self.sign)  # validate
         if self.normalize not in ("minmax", "max", None):
             raise ValueError(f"normalize must be 'minmax', 'max' or None, got {normalize!r}")
-        if self.upsample not in ("bilinear", "bicubic"):
-            raise ValueError(f"upsample must be 'bilinear' or 'bicubic', got {upsample!r}")
+        check_upsample(self.upsample)
 
     @log_usage()
     @accepts_tuple

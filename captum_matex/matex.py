@@ -93,7 +93,8 @@ class MATEXDiagnostics:
 #: Fusion's weight ``alpha`` of the rollouts against the layer-consistency map,
 #: by what the image embedding or the target reads. Each was chosen on the
 #: validation films (phantom seed 0, anatomy floor 0.5) of the embedded model
-#: of that kind, by pointing game:
+#: of that kind, by pointing game (the class token's, where the pointing game
+#: saturates, by the randomisation sanity aim):
 #:
 #: - ``"class token"`` (CLIP): 0.625, with the prior gate and bicubic
 #:   upsampling, the largest weight whose model randomisation Spearman stays
