@@ -83,6 +83,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=25)
     parser.add_argument("--upsample", default=None, choices=get_args(Upsampling),
                         help="MATEX's upsampling (default: its own)")
+    parser.add_argument("--background", default=None,
+                        help="comma-separated evidence background quantiles, 'none' for none "
+                             "(default: MATEX's own for the model)")
+    parser.add_argument("--settings", default="no prior,ungated,gated",
+                        help="comma-separated subset of 'no prior', 'ungated', 'gated'")
     args = parser.parse_args()
     upsample = {} if args.upsample is None else {"upsample": args.upsample}
     model, processor = load_model(args.model)
@@ -90,17 +95,24 @@ def main() -> None:
     samples = phantom_samples(args.split, args.limit, seed=args.seed)
     batches = prepared_batches(samples, processor, args.batch_size)
     prior = phantom_prior()
-    own = default_fusion(MATEX(model, processor).adapter).alpha
-    alphas = [own] if args.alpha is None else [float(a) for a in args.alpha.split(",")]
-    settings = [(label, alpha, atlas, gate) for alpha in alphas for label, atlas, gate in (
-        ("no prior", None, None), ("ungated", prior, None), ("gated", prior, PriorGate()))]
-    for label, alpha, atlas, gate in settings:
-        def build(net, alpha=alpha, atlas=atlas, gate=gate):
+    own = default_fusion(MATEX(model, processor).adapter)
+    alphas = [own.alpha] if args.alpha is None else [float(a) for a in args.alpha.split(",")]
+    backgrounds = [own.background] if args.background is None else [
+        None if b == "none" else float(b) for b in args.background.split(",")]
+    chosen = args.settings.split(",")
+    settings = [(label, alpha, background, atlas, gate)
+                for alpha in alphas for background in backgrounds for label, atlas, gate in (
+                    ("no prior", None, None), ("ungated", prior, None), ("gated", prior, PriorGate()))
+                if label in chosen]
+    for label, alpha, background, atlas, gate in settings:
+        def build(net, alpha=alpha, background=background, atlas=atlas, gate=gate):
+            fusion = Fusion(alpha=alpha, gate=gate, background=background)
             return MATEX(net, processor, anatomical_prior=atlas, registration=None,
-                         fusion=Fusion(alpha=alpha, gate=gate), **upsample)
+                         fusion=fusion, **upsample)
         result = scores((build(model), build(randomised)), batches)
         print(json.dumps({"model": args.model, "split": args.split, "seed": args.seed,
                           "pairs": len(samples), "setting": label, "alpha": alpha,
+                          "background": background,
                           "upsample": args.upsample or MATEX.default_upsample, **result}),
               flush=True)
 

@@ -13,7 +13,7 @@ from helpers import assert_valid_maps
 
 from captum_matex import MATEX, SimilarityForward, baselines
 from captum_matex.adapters import GenerativeAdapter, get_adapter
-from captum_matex.matex import FUSION_ALPHA, PRIOR_GATE, readout_kind
+from captum_matex.matex import EVIDENCE_BACKGROUND, FUSION_ALPHA, PRIOR_GATE, readout_kind
 from captum_matex.stages import DecoderAttentionPrior
 
 pytestmark = pytest.mark.usefixtures("tiny_threads")
@@ -138,9 +138,12 @@ def test_matex_defaults_on_a_generative_model_are_the_measured_ones():
     assert readout_kind(explainer.adapter) == "decoder"
     assert explainer.decoder_prior is None and explainer.fusion.alpha == FUSION_ALPHA["decoder"] == 0
     assert explainer.fusion.gate is None and not PRIOR_GATE["decoder"]  # measured: ungated
+    assert explainer.fusion.background is None is EVIDENCE_BACKGROUND["decoder"]  # measured: kept
     _, diag = explainer.attribute(IMAGES, (PHRASE_IDS,), return_diagnostics=True)
     assert list(diag.priors) == ["anatomy"]
-    assert MATEX(make_clip()).fusion.alpha == FUSION_ALPHA["class token"] == 0.625  # dual encoders keep theirs
+    clip = MATEX(make_clip())
+    assert clip.fusion.alpha == FUSION_ALPHA["class token"] == 0.875  # dual encoders keep theirs
+    assert clip.fusion.background == EVIDENCE_BACKGROUND["class token"] == 0.5
     with_prior = baselines.get("matex_with_decoder_prior")(make_generative("llava"))
     _, diag = with_prior.attribute(IMAGES, (PHRASE_IDS,), return_diagnostics=True)
     assert list(diag.priors) == ["anatomy", "decoder"]

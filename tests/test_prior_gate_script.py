@@ -33,3 +33,14 @@ def test_one_line_per_setting_with_every_score(monkeypatch, capsys):
     # (0.48 on these pairs), the gated one does not (0.31, no prior 0.30)
     by = {l["setting"]: l["randomisation_spearman"] for l in lines}
     assert by["ungated"] > by["gated"]
+
+
+def test_background_and_settings_choose_the_lines(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", [str(SCRIPT), "--limit", "4", "--batch-size", "4", "--alpha", "0.875",
+                                      "--background", "none,0.5", "--settings", "gated"])
+    runpy.run_path(str(SCRIPT), run_name="__main__")
+    lines = [json.loads(l) for l in capsys.readouterr().out.splitlines() if l.startswith("{")]
+    assert [(l["setting"], l["background"]) for l in lines] == [("gated", None), ("gated", 0.5)]
+    # removing the background ties the lower half of every map: the ranks, hence the
+    # randomisation Spearman, change
+    assert lines[0]["randomisation_spearman"] != lines[1]["randomisation_spearman"]

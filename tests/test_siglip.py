@@ -143,13 +143,14 @@ def test_matex_fuses_with_the_alpha_measured_for_its_readout():
 
     siglip, clip = MATEX(make_siglip(), make_tokenizer()), MATEX(make_clip(), make_tokenizer())
     assert readout_kind(siglip.adapter) == "attention probe" and siglip.fusion.alpha == 0.25
-    assert readout_kind(clip.adapter) == "class token" and clip.fusion.alpha == 0.625
-    assert FUSION_ALPHA == {"class token": 0.625, "attention probe": 0.25, "decoder": 0.0}
+    assert readout_kind(clip.adapter) == "class token" and clip.fusion.alpha == 0.875
+    assert FUSION_ALPHA == {"class token": 0.875, "attention probe": 0.25, "decoder": 0.0}
     assert isinstance(siglip.fusion.gate, PriorGate) and isinstance(clip.fusion.gate, PriorGate)
+    assert siglip.fusion.background == clip.fusion.background == 0.5
     # the weight reaches the map: the probe model's map differs from one fused at CLIP's alpha
     images, phrases = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)), WORDS[:2]
     default = siglip.attribute(images, (phrases,))
-    clip_fusion = Fusion(alpha=FUSION_ALPHA["class token"], gate=PriorGate())
+    clip_fusion = Fusion(alpha=FUSION_ALPHA["class token"], gate=PriorGate(), background=0.5)
     at_clip_alpha = MATEX(make_siglip(), make_tokenizer(), fusion=clip_fusion).attribute(
         images, (phrases,))
     assert (default - at_clip_alpha).abs().amax() > 1e-3

@@ -10,6 +10,7 @@ from captum_matex._maps import gaussian_smooth, normalize_max, normalize_minmax
 from captum_matex.stages.attention import GradWeightedAttention
 from captum_matex.stages.consistency import LayerConsistency, pearson_matrix
 from captum_matex.stages.fusion import Fusion
+from captum_matex.stages.gate import PriorGate
 from captum_matex.stages.rollout import MultiScaleRollout, rollout
 from captum_matex.stages.rollout import rollout as rollout_product
 from captum_matex.stages.text_prior import PatchTextPrior
@@ -159,6 +160,45 @@ def test_fusion_smoothing_spreads_evidence_before_the_priors():
         Fusion(sigma=1.0)(evidence, None, {})
     with pytest.raises(ValueError, match="sigma"):
         Fusion(sigma=-1.0)
+
+
+def test_fusion_background_removes_evidence_up_to_the_quantile():
+    evidence = torch.arange(16.0).view(1, 1, 16)  # the median of 0..15 is 7.5 (linear interpolation)
+    plain = Fusion(alpha=1.0, sigma=0)(evidence, None, {}, grid=(4, 4))
+    out = Fusion(alpha=1.0, sigma=0, background=0.5)(evidence, None, {}, grid=(4, 4))
+    # relu(e - 7.5) / 7.5: small integers and halves, exact in float32 up to one rounding of the division
+    expected = (torch.arange(16.0) - 7.5).clamp_min(0) / 7.5
+    assertTensorAlmostEqual(None, out[0], expected, delta=1e-6, mode="max")
+    assert (out[0, :8] == 0).all() and (plain[0, :8] > 0).sum() == 7  # min-max alone keeps 1..7
+    # per sample: a second map, scaled and shifted, loses its own lower half
+    two = torch.cat([evidence, 3 * evidence + 5], 0)
+    both = Fusion(alpha=1.0, sigma=0, background=0.5)(two, None, {}, grid=(4, 4))
+    assertTensorAlmostEqual(None, both[1], expected, delta=1e-6, mode="max")
+    for bad in (1.0, -0.1):
+        with pytest.raises(ValueError, match="background"):
+            Fusion(background=bad)
+
+
+def test_fusion_gate_reads_the_evidence_above_its_background():
+    # a brightness ramp across the columns (background) plus a bump in the prior's region
+    grid = (4, 4)
+    evidence = torch.arange(4.0).repeat(4) * 0.2
+    evidence[[5, 6]] += 1.0
+    prior = torch.zeros(1, 16)
+    prior[0, [5, 6, 9, 10]] = 1.0  # centred: no side to check
+    gate = PriorGate()
+    whole = float(gate(evidence[None], prior, grid))
+    above = float(gate((evidence - evidence.quantile(0.5)).clamp_min(0)[None], prior, grid))
+    assert above > whole + 0.3  # measured 0.88 against 0.44: the ramp no longer dilutes the lift
+
+    def fused(background):
+        fusion = Fusion(alpha=1.0, sigma=0, background=background, gate=gate, floors={"anatomy": 0.25})
+        return fusion(evidence.view(1, 1, 16), None, {"anatomy": prior}, grid)[0]
+
+    # the prior acts further with the background removed: cells outside it keep less
+    outside = prior[0] == 0
+    kept = fused(0.5)[outside & (fused(0.5) > 0)]
+    assert fused(None)[outside].amax() > kept.amax()
 
 
 def test_normalisations_are_finite_on_degenerate_maps():

@@ -20,10 +20,16 @@ class Fusion:
     .. math::
         E = \alpha \cdot \operatorname{mean}_k \hat m_k + (1 - \alpha) \cdot \hat c,
         \qquad
-        M = \operatorname{minmax}\Big(E \cdot \prod_p \big(\lambda'_p + (1 - \lambda'_p)\, p\big)\Big),
+        E' = \operatorname{relu}\big(G_\sigma * E - Q_q(G_\sigma * E)\big),
+
+    .. math::
+        M = \operatorname{minmax}\Big(E' \cdot \prod_p \big(\lambda'_p + (1 - \lambda'_p)\, p\big)\Big),
         \qquad \lambda'_p = 1 - g_p (1 - \lambda_p)
 
-    where hats denote max-normalisation and :math:`g_p \in [0, 1]` is the
+    where hats denote max-normalisation, :math:`G_\sigma *` Gaussian
+    smoothing on the patch grid, :math:`Q_q` the per-sample ``background``
+    quantile over patches (evidence at or below it is the film's background
+    level, not evidence for the phrase) and :math:`g_p \in [0, 1]` is the
     :class:`~captum_matex.stages.gate.PriorGate` of prior :math:`p` on this
     sample (1 without a gate). Every :math:`\lambda_p > 0`, so a prior can
     only re-weight the model's evidence, never create it; the gate keeps it
@@ -46,8 +52,13 @@ class Fusion:
         default_floor: :math:`\lambda` for unlisted priors.
         sigma: Gaussian smoothing of :math:`E` in patch cells before the
             priors (0 disables it); needs the grid in the call.
+        background: quantile :math:`q` of each sample's smoothed evidence
+            over its patches that is subtracted (and the rest clipped at 0)
+            before the priors, e.g. 0.5 (the median patch); ``None`` keeps
+            the evidence as it is. Default: None (MATEX's defaults by readout:
+            :data:`~captum_matex.matex.EVIDENCE_BACKGROUND`).
         gate: how far each prior may act on each sample, read from the
-            smoothed evidence, e.g. :class:`~captum_matex.stages.gate.PriorGate`
+            smoothed evidence above its background, e.g. :class:`~captum_matex.stages.gate.PriorGate`
             ``()`` (needs the grid in the call); ``None`` applies every prior
             fully. Default: None (opt-in; see the method page for measurements).
     """
@@ -58,6 +69,7 @@ class Fusion:
         floors: Mapping[str, float] | None = None,
         default_floor: float = 0.5,
         sigma: float = 1.0,
+        background: float | None = None,
         gate: PriorGate | None = None,
     ) -> None:
         if not 0 <= alpha <= 1:
@@ -68,6 +80,9 @@ class Fusion:
         if sigma < 0:
             raise ValueError(f"sigma must be >= 0, got {sigma}")
         self.sigma = sigma
+        if background is not None and not 0 <= background < 1:
+            raise ValueError(f"background must lie in [0, 1) or be None, got {background}")
+        self.background = background
         self.gate = gate
         for name, floor in {**self.floors, "default": default_floor}.items():
             if not 0 < floor <= 1:
@@ -111,6 +126,10 @@ class Fusion:
             )
         if self.sigma > 0:
             fused = gaussian_smooth(fused.view(-1, *grid), self.sigma).flatten(1)
+        if self.background is not None:
+            # torch.quantile takes float32/float64 only: half-precision maps are read in float32
+            level = fused.float().quantile(self.background, dim=1, keepdim=True).to(fused.dtype)
+            fused = (fused - level).clamp_min(0)
         evidence = fused
         for name, prior in priors.items():
             floor = self.floors.get(name, self.default_floor)
