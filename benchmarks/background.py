@@ -14,7 +14,6 @@ of the same settings.)
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 
@@ -43,8 +42,9 @@ def main() -> None:
     args = parser.parse_args()
     model, processor = load_model(args.model)
     samples = phantom_samples("val", args.limit, seed=args.seed)
-    batches = prepared_batches(samples, processor, args.batch_size)
-    own = default_fusion(BenchmarkConfig().build("matex", model, processor).adapter)
+    probe = BenchmarkConfig().build("matex", model, processor)
+    batches = prepared_batches(samples, processor, args.batch_size, forward=probe.forward_func)
+    own = default_fusion(probe.adapter)
     alphas = [own.alpha] if args.alpha is None else [float(a) for a in args.alpha.split(",")]
     backgrounds = [None if b == "none" else float(b) for b in args.background.split(",")]
     for alpha in alphas:
@@ -56,8 +56,6 @@ def main() -> None:
             found: dict[str, list[float]] = {}
             for batch in batches:
                 phrases = [s.phrase for s in batch.samples]
-                batch = dataclasses.replace(
-                    batch, token_ids=forward.adapter.tokenize(phrases, batch.pixels.device))
                 size = batch.pixels.shape[-2:]
                 maps = explainer.attribute(batch.pixels, (phrases,), output="pixel").detach()
                 scores = localisation_scores(maps, batch, LOCALISATION)

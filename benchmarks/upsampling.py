@@ -11,13 +11,11 @@ on the method page come from
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 from typing import Iterator, get_args
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from captum_matex._maps import gaussian_smooth
@@ -55,9 +53,8 @@ def main() -> None:
     samples = phantom_samples("val", args.limit, seed=args.seed)
     blurs = [float(b) for b in args.blur.split(",") if b]
     scores: dict[tuple[str, str], dict[str, list[float]]] = {}
-    for batch in prepared_batches(samples, processor, args.batch_size):
+    for batch in prepared_batches(samples, processor, args.batch_size, forward=forward):
         phrases = [s.phrase for s in batch.samples]
-        batch = dataclasses.replace(batch, token_ids=forward.adapter.tokenize(phrases, batch.pixels.device))
         size = tuple(batch.pixels.shape[-2:])
         patch = (1, math.ceil(size[0] * size[1] / 16))  # the benchmark's 16 curve steps
         for name, explainer in explainers.items():

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from captum_matex import SimilarityForward
@@ -326,3 +327,25 @@ def test_mean_localisation_scores_average_every_sample_and_skip_undefined_ones()
         assert np.isnan(per_sample[name][4])
         # float64 means of the same four float scores: equal up to summation order
         assert means[name] == pytest.approx(float(np.mean(per_sample[name][:4])), abs=1e-12)
+
+
+def test_prepared_batches_with_the_score_hold_token_ids_and_model_scores():
+    r"""With ``forward``, each batch holds its phrases' token ids (the adapter's
+    tokenisation) and the model's score of each sample, as the benchmark's
+    own batches do; without it, neither."""
+    from captum_matex.evaluation.scoring import prepared_batches
+    from captum_matex.forward import SimilarityForward
+
+    model, processor = phantom_clip()
+    forward = SimilarityForward(model, processor)
+    samples = phantom_samples("test", 3)
+    plain = prepared_batches(samples, processor, size=2)
+    scored = prepared_batches(samples, processor, size=2, forward=forward)
+    assert [b.token_ids.numel() for b in plain] == [0, 0] and [b.scores for b in plain] == [[], []]
+    for batch, bare in zip(scored, plain):
+        ids = forward.adapter.tokenize([s.phrase for s in batch.samples], batch.pixels.device)
+        assert torch.equal(batch.token_ids, ids) and torch.equal(batch.pixels, bare.pixels)
+        with torch.no_grad():
+            again = forward(batch.pixels, batch.token_ids).tolist()
+        # the same forward pass on the same inputs, run twice: equal up to rounding
+        assert batch.scores == pytest.approx(again, abs=1e-6)

@@ -24,6 +24,7 @@ from captum_matex.evaluation.scoring import (
     BatchInputs,
     faithfulness_scores,
     localisation_scores,
+    prepare_batch,
     sanity_scores,
     swapped_phrase,
 )
@@ -308,15 +309,6 @@ def _clean(value: float) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-def _prepare_batch(samples: list[EvalSample], processor, config: BenchmarkConfig,
-                   forward: SimilarityForward, device: str) -> BatchInputs:
-    pixels, geometries = prepare([s.load() for s in samples], processor, config.mode, device=device)
-    token_ids = forward.adapter.tokenize([s.phrase for s in samples], pixels.device)
-    with torch.no_grad():
-        scores = forward(pixels, token_ids).tolist()
-    return BatchInputs(samples, pixels, geometries, token_ids, scores)
-
-
 def _done_keys(out: Path, config: dict) -> set[tuple[str, str]]:
     return {(r["sample"], r["method"]) for r in read_rows(sorted(out.glob("results.rank*.jsonl")), config)}
 
@@ -437,7 +429,7 @@ def _run_shard(config: BenchmarkConfig, worker: Worker, log: ResultsLog, done: s
                desc=f"benchmark (worker {worker.rank})", unit="explanation",
                disable=not progress, position=worker.rank)
     for chunk, names in work:  # every method on a batch before the next batch
-        batch = _prepare_batch(chunk, processor, config, forward, device)
+        batch = prepare_batch(chunk, processor, config.mode, forward, device)
         for name in names:
             if name not in runners:
                 runners[name] = _MethodRunner(name, model, processor, config, randomised)

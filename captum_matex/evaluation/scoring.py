@@ -46,10 +46,38 @@ class BatchInputs:
     scores: list[float]
 
 
+def prepare_batch(samples: Sequence[EvalSample], processor, mode: str = "letterbox",
+                  forward: Callable[..., Tensor] | None = None,
+                  device: torch.device | str | None = None) -> BatchInputs:
+    r"""One batch of samples as model inputs.
+
+    Args:
+        samples: the samples.
+        processor: the model's processor (its image size and normalisation).
+        mode: ``"letterbox"`` or ``"processor"``, as for
+            :func:`~captum_matex.data.geometry.prepare`.
+        forward: the explained score, e.g. a
+            :class:`~captum_matex.forward.SimilarityForward` (an explainer's
+            ``forward_func``); with it the batch also holds the phrases'
+            token ids (its adapter's tokenisation) and the model's score of
+            each sample, which faithfulness and sanity scoring need. Without
+            it both are empty (localisation scoring needs neither).
+        device: where the pixels go (default: the CPU).
+    """
+    pixels, geometries = prepare([s.load() for s in samples], processor, mode, device=device)
+    if forward is None:
+        return BatchInputs(samples, pixels, geometries, torch.empty(0), [])
+    token_ids = forward.adapter.tokenize([s.phrase for s in samples], pixels.device)
+    with torch.no_grad():
+        scores = forward(pixels, token_ids).tolist()
+    return BatchInputs(samples, pixels, geometries, token_ids, scores)
+
+
 def prepared_batches(samples: Sequence[EvalSample], processor, size: int = 25,
-                     mode: str = "letterbox") -> list[BatchInputs]:
-    r"""Samples as model inputs, ``size`` at a time, for localisation scoring
-    (no token ids or model scores: :func:`localisation_scores` needs neither).
+                     mode: str = "letterbox",
+                     forward: Callable[..., Tensor] | None = None) -> list[BatchInputs]:
+    r"""Samples as model inputs, ``size`` at a time (:func:`prepare_batch`;
+    token ids and model scores only with ``forward``).
 
     Args:
         samples: the samples.
@@ -57,13 +85,10 @@ def prepared_batches(samples: Sequence[EvalSample], processor, size: int = 25,
         size: samples per batch.
         mode: ``"letterbox"`` or ``"processor"``, as for
             :func:`~captum_matex.data.geometry.prepare`.
+        forward: the explained score, as for :func:`prepare_batch`.
     """
-    batches = []
-    for start in range(0, len(samples), size):
-        chunk = samples[start : start + size]
-        pixels, geometries = prepare([s.load() for s in chunk], processor, mode)
-        batches.append(BatchInputs(chunk, pixels, geometries, torch.empty(0), []))
-    return batches
+    return [prepare_batch(samples[start : start + size], processor, mode, forward)
+            for start in range(0, len(samples), size)]
 
 
 def localisation_scores(maps: Tensor, batch: BatchInputs,
