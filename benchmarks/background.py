@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 
 import numpy as np
 
+from captum_matex import SimilarityForward
 from captum_matex.evaluation import BenchmarkConfig, phantom_samples
 from captum_matex.evaluation.scoring import (
-    faithfulness_scores, localisation_scores, prepared_batches,
+    curve_step, faithfulness_scores, localisation_scores, prepared_batches,
 )
 from captum_matex.loading import load_model
 from captum_matex.matex import default_fusion
@@ -42,9 +42,9 @@ def main() -> None:
     args = parser.parse_args()
     model, processor = load_model(args.model)
     samples = phantom_samples("val", args.limit, seed=args.seed)
-    probe = BenchmarkConfig().build("matex", model, processor)
-    batches = prepared_batches(samples, processor, args.batch_size, forward=probe.forward_func)
-    own = default_fusion(probe.adapter)
+    forward = SimilarityForward(model, processor)  # the score every setting explains
+    batches = prepared_batches(samples, processor, args.batch_size, forward=forward)
+    own = default_fusion(forward.adapter)
     alphas = [own.alpha] if args.alpha is None else [float(a) for a in args.alpha.split(",")]
     backgrounds = [None if b == "none" else float(b) for b in args.background.split(",")]
     for alpha in alphas:
@@ -52,14 +52,12 @@ def main() -> None:
             fusion = Fusion(alpha=alpha, gate=own.gate, background=background)
             config = BenchmarkConfig(atlas="phantom", method_kwargs={"matex": {"fusion": fusion}})
             explainer = config.build("matex", model, processor)
-            forward = explainer.forward_func
             found: dict[str, list[float]] = {}
             for batch in batches:
                 phrases = [s.phrase for s in batch.samples]
-                size = batch.pixels.shape[-2:]
                 maps = explainer.attribute(batch.pixels, (phrases,), output="pixel").detach()
                 scores = localisation_scores(maps, batch, LOCALISATION)
-                patch = (1, math.ceil(size[0] * size[1] / 16))  # the benchmark's 16 curve steps
+                patch = curve_step(batch.pixels.shape, config.curve_steps)  # as the benchmark's
                 scores.update(faithfulness_scores(forward, maps, batch, ["deletion_auc"], patch))
                 for metric, values in scores.items():
                     found.setdefault(metric, []).extend(values)

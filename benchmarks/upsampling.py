@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from typing import Iterator, get_args
 
 import numpy as np
@@ -21,7 +20,7 @@ from torch import Tensor
 from captum_matex._maps import gaussian_smooth
 from captum_matex.evaluation import BenchmarkConfig, phantom_samples
 from captum_matex.evaluation.scoring import (
-    faithfulness_scores, localisation_scores, prepared_batches,
+    curve_step, faithfulness_scores, localisation_scores, prepared_batches,
 )
 from captum_matex.explainer import Upsampling, upsample_grid
 from captum_matex.loading import load_model
@@ -56,7 +55,7 @@ def main() -> None:
     for batch in prepared_batches(samples, processor, args.batch_size, forward=forward):
         phrases = [s.phrase for s in batch.samples]
         size = tuple(batch.pixels.shape[-2:])
-        patch = (1, math.ceil(size[0] * size[1] / 16))  # the benchmark's 16 curve steps
+        patch = curve_step(size, config.curve_steps)  # as the benchmark's curves
         for name, explainer in explainers.items():
             grid = explainer.attribute(batch.pixels, (phrases,), output="grid").detach()[:, 0]
             for label, maps in upsamplings(grid, size, blurs):

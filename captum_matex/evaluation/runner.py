@@ -22,6 +22,7 @@ from captum_matex.evaluation.robustness import SPLITS, RobustnessSplit
 from captum_matex.evaluation.samples import EvalSample, mscxr_samples, phantom_samples
 from captum_matex.evaluation.scoring import (
     BatchInputs,
+    curve_step,
     faithfulness_scores,
     localisation_scores,
     prepare_batch,
@@ -289,8 +290,7 @@ class _MethodRunner:
         scores["score"] = batch.scores
         forward = self.explainer.forward_func
         if self.faithfulness:
-            height, width = batch.pixels.shape[-2:]
-            patch = (1, math.ceil(height * width / self.config.curve_steps))  # pixels per step
+            patch = curve_step(batch.pixels.shape, self.config.curve_steps)
             with torch.no_grad():
                 scores.update(faithfulness_scores(forward, maps, batch, self.faithfulness, patch))
         if self.sanity:

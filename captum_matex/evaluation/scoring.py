@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
@@ -10,6 +11,7 @@ from torch import Tensor
 
 from captum_matex.data.geometry import Geometry, maps_to_original, prepare
 from captum_matex.evaluation.samples import EvalSample
+from captum_matex.forward import SimilarityForward
 from captum_matex.metrics import boxes_to_mask, minmax_normalize
 from captum_matex.phrases import swap_laterality
 from captum_matex.registry import metrics
@@ -47,7 +49,7 @@ class BatchInputs:
 
 
 def prepare_batch(samples: Sequence[EvalSample], processor, mode: str = "letterbox",
-                  forward: Callable[..., Tensor] | None = None,
+                  forward: SimilarityForward | None = None,
                   device: torch.device | str | None = None) -> BatchInputs:
     r"""One batch of samples as model inputs.
 
@@ -56,9 +58,9 @@ def prepare_batch(samples: Sequence[EvalSample], processor, mode: str = "letterb
         processor: the model's processor (its image size and normalisation).
         mode: ``"letterbox"`` or ``"processor"``, as for
             :func:`~captum_matex.data.geometry.prepare`.
-        forward: the explained score, e.g. a
-            :class:`~captum_matex.forward.SimilarityForward` (an explainer's
-            ``forward_func``); with it the batch also holds the phrases'
+        forward: the explained score, a
+            :class:`~captum_matex.forward.SimilarityForward` (e.g. an
+            explainer's ``forward_func``); with it the batch also holds the phrases'
             token ids (its adapter's tokenisation) and the model's score of
             each sample, which faithfulness and sanity scoring need. Without
             it both are empty (localisation scoring needs neither).
@@ -75,7 +77,7 @@ def prepare_batch(samples: Sequence[EvalSample], processor, mode: str = "letterb
 
 def prepared_batches(samples: Sequence[EvalSample], processor, size: int = 25,
                      mode: str = "letterbox",
-                     forward: Callable[..., Tensor] | None = None) -> list[BatchInputs]:
+                     forward: SimilarityForward | None = None) -> list[BatchInputs]:
     r"""Samples as model inputs, ``size`` at a time (:func:`prepare_batch`;
     token ids and model scores only with ``forward``).
 
@@ -143,6 +145,14 @@ def mean_localisation_scores(explainer, batches: Sequence[BatchInputs],
         for name, scores in localisation_scores(maps, batch, names).items():
             values[name] += scores
     return {name: float(torch.tensor(v, dtype=torch.float64).nanmean()) for name, v in values.items()}
+
+
+def curve_step(size: Sequence[int], curve_steps: int) -> tuple[int, int]:
+    r"""Pixels removed or inserted per step of a deletion or insertion curve
+    with ``curve_steps`` steps over an image of ``size`` ``(H, W)``, as
+    :func:`faithfulness_scores` takes them (``patch_size``)."""
+    height, width = size[-2:]
+    return 1, math.ceil(height * width / curve_steps)
 
 
 def faithfulness_scores(
