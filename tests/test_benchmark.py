@@ -22,6 +22,7 @@ from captum_matex.cli import main
 from captum_matex.data import PhantomCXR
 from captum_matex.data.geometry import prepare
 from captum_matex.evaluation import BenchmarkConfig, ResultsFileError, ResultsLog, run_benchmark
+from captum_matex.evaluation.report import write_report
 from captum_matex.evaluation.results import read_rows
 from captum_matex.evaluation.samples import phantom_samples
 from captum_matex.zoo import phantom_clip
@@ -121,6 +122,28 @@ def test_benchmark_scores_every_pair_and_writes_the_report(tmp_path):
     assert "| matex |" in table and "pointing_game ↑" in table and "confidence_drop ↓" in table
     assert (tmp_path / "figures" / "metrics.png").stat().st_size > 10_000
     assert (tmp_path / "figures" / "overlays.png").stat().st_size > 10_000
+
+
+def test_report_breaks_the_grounding_metrics_down_by_finding(tmp_path):
+    # values chosen so each finding's mean is exact in binary (x.25, x.5, x.75)
+    rows = [
+        {"sample": f"s{i}", "method": method, "finding": finding,
+         "pointing_game": float(i % 2), "miou": miou, "cnr": cnr}
+        for i, (method, finding, miou, cnr) in enumerate([
+            ("matex", "nodule", 0.5, 3.0), ("matex", "nodule", 0.25, 2.0),
+            ("matex", "edema", 0.25, 1.5), ("prior_only", "nodule", 0.125, 2.5),
+            ("prior_only", "edema", 0.75, 2.25)])
+    ]
+    write_report(rows, {"methods": ["matex", "prior_only"]}, tmp_path)
+    text = (tmp_path / "results.md").read_text()
+    sections = {title: body for title, _, body in
+                (part.partition("\n\n") for part in text.split("\n## ")[1:])}
+    for metric in ("pointing_game", "miou", "cnr"):
+        assert f"{metric} by finding (higher is better)" in sections
+    miou = sections["miou by finding (higher is better)"].splitlines()
+    assert miou[0] == "| method | edema | nodule |"
+    assert miou[2:4] == ["| matex | 0.25 | 0.38 |", "| prior_only | 0.75 | 0.12 |"]
+    assert "| matex | 1.50 | 2.50 |" in sections["cnr by finding (higher is better)"]
 
 
 def test_rows_do_not_depend_on_resumes(tmp_path):
