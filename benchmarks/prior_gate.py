@@ -6,12 +6,18 @@ between the maps of the trained and of the fully randomised model
 (:func:`captum_matex.metrics.sanity.randomized_model`); and, for films with a
 sided finding, the share of maps for the side-swapped phrase that peak on the
 stated, empty half of the film (lower is better). The anatomical prior uses
-:func:`captum_matex.zoo.phantom_prior`, unregistered, so that the gate is
-measured alone (``benchmarks/registration.py`` measures the registration). Meant for validation films: the
-numbers on the method page come from
+:func:`captum_matex.zoo.phantom_prior` (``--atlas generic``: the built-in
+clinical atlas), unregistered, so that the gate is measured alone
+(``benchmarks/registration.py`` measures the registration). Meant for
+validation films: the numbers on the method page come from
 
     python benchmarks/prior_gate.py --model phantom-clip --split val --seed 0 --limit 300 \\
         --alpha 0.5,0.75,1.0
+
+and the prior floors on the results page from
+
+    python benchmarks/prior_gate.py --settings gated --floor 0.5,0.25,0.1 --atlas phantom
+    python benchmarks/prior_gate.py --settings gated --floor 0.5,0.25,0.1 --atlas generic
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from captum_matex.matex import default_fusion
 from captum_matex.metrics import empty_side_peak
 from captum_matex.metrics.sanity import randomisation_spearman, randomized_model
 from captum_matex.phrases import swap_laterality
-from captum_matex.stages import Fusion, PriorGate
+from captum_matex.stages import AnatomicalPrior, Fusion, PriorGate
 from captum_matex.zoo import phantom_prior
 
 LOCALISATION = ["pointing_game", "miou", "cnr"]
@@ -88,31 +94,37 @@ def main() -> None:
                              "(default: MATEX's own for the model)")
     parser.add_argument("--settings", default="no prior,ungated,gated",
                         help="comma-separated subset of 'no prior', 'ungated', 'gated'")
+    parser.add_argument("--floor", default="0.5",
+                        help="comma-separated floors of the anatomical prior (lower: stronger prior)")
+    parser.add_argument("--atlas", default="phantom", choices=("phantom", "generic"))
     args = parser.parse_args()
     upsample = {} if args.upsample is None else {"upsample": args.upsample}
     model, processor = load_model(args.model)
     randomised = randomized_model(model)
     samples = phantom_samples(args.split, args.limit, seed=args.seed)
     batches = prepared_batches(samples, processor, args.batch_size)
-    prior = phantom_prior()
+    prior = phantom_prior() if args.atlas == "phantom" else AnatomicalPrior()
     own = default_fusion(MATEX(model, processor).adapter)
     alphas = [own.alpha] if args.alpha is None else [float(a) for a in args.alpha.split(",")]
     backgrounds = [own.background] if args.background is None else [
         None if b == "none" else float(b) for b in args.background.split(",")]
     chosen = args.settings.split(",")
-    settings = [(label, alpha, background, atlas, gate)
+    floors = [float(f) for f in args.floor.split(",")]
+    settings = [(label, alpha, background, floor, atlas, gate)
                 for alpha in alphas for background in backgrounds for label, atlas, gate in (
                     ("no prior", None, None), ("ungated", prior, None), ("gated", prior, PriorGate()))
-                if label in chosen]
-    for label, alpha, background, atlas, gate in settings:
-        def build(net, alpha=alpha, background=background, atlas=atlas, gate=gate):
-            fusion = Fusion(alpha=alpha, gate=gate, background=background)
+                if label in chosen for floor in (floors if atlas is not None else floors[:1])]
+    for label, alpha, background, floor, atlas, gate in settings:
+        def build(net, alpha=alpha, background=background, floor=floor, atlas=atlas, gate=gate):
+            fusion = Fusion(alpha=alpha, gate=gate, background=background,
+                            floors={"anatomy": floor})
             return MATEX(net, processor, anatomical_prior=atlas, registration=None,
                          fusion=fusion, **upsample)
         result = scores((build(model), build(randomised)), batches)
         print(json.dumps({"model": args.model, "split": args.split, "seed": args.seed,
                           "pairs": len(samples), "setting": label, "alpha": alpha,
-                          "background": background,
+                          "background": background, "atlas": args.atlas,
+                          "floor": floor if atlas is not None else None,
                           "upsample": args.upsample or MATEX.default_upsample, **result}),
               flush=True)
 

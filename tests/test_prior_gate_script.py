@@ -7,6 +7,8 @@ import runpy
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "prior_gate.py"
 
 
@@ -44,3 +46,25 @@ def test_background_and_settings_choose_the_lines(monkeypatch, capsys):
     # removing the background ties the lower half of every map: the ranks, hence the
     # randomisation Spearman, change
     assert lines[0]["randomisation_spearman"] != lines[1]["randomisation_spearman"]
+
+
+def test_floor_and_atlas_choose_the_prior(monkeypatch, capsys):
+    def run(*options):
+        monkeypatch.setattr(sys, "argv", [str(SCRIPT), "--limit", "4", "--batch-size", "4",
+                                          "--settings", "no prior,gated", *options])
+        runpy.run_path(str(SCRIPT), run_name="__main__")
+        return [json.loads(l) for l in capsys.readouterr().out.splitlines() if l.startswith("{")]
+
+    phantom = run("--floor", "0.5,0.1")
+    # the floor multiplies the prior's lines only; the line without a prior is printed once
+    assert [(l["setting"], l["floor"]) for l in phantom] == [
+        ("no prior", None), ("gated", 0.5), ("gated", 0.1)]
+    assert {l["atlas"] for l in phantom} == {"phantom"}
+    # a lower floor lets the (open) prior reshape the maps further
+    assert phantom[1]["cnr"] != phantom[2]["cnr"]
+    generic = run("--atlas", "generic")
+    assert [(l["setting"], l["atlas"]) for l in generic] == [("no prior", "generic"), ("gated", "generic")]
+    # the prior-free line does not depend on the atlas (the same computation twice; the
+    # script rounds to 3 decimals, so allow one unit there); the gated one does
+    assert generic[0]["miou"] == pytest.approx(phantom[0]["miou"], abs=1e-3)
+    assert generic[1]["cnr"] != phantom[1]["cnr"]
