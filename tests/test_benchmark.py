@@ -142,8 +142,8 @@ def test_report_breaks_the_grounding_metrics_down_by_finding(tmp_path):
         assert f"{metric} by finding (higher is better)" in sections
     miou = sections["miou by finding (higher is better)"].splitlines()
     assert miou[0] == "| method | edema | nodule |"
-    assert miou[2:4] == ["| matex | 0.25 | 0.38 |", "| prior_only | 0.75 | 0.12 |"]
-    assert "| matex | 1.50 | 2.50 |" in sections["cnr by finding (higher is better)"]
+    assert miou[2:4] == ["| matex | 0.250 | 0.375 |", "| prior_only | 0.750 | 0.125 |"]
+    assert "| matex | 1.500 | 2.500 |" in sections["cnr by finding (higher is better)"]
 
 
 def test_rows_do_not_depend_on_resumes(tmp_path):

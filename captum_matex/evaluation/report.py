@@ -296,5 +296,5 @@ def _by_finding_table(summary: dict, metric: str) -> str:
     for method, per in summary["by_finding"].items():
         cells = [per.get(f, {}).get(metric, math.nan) for f in findings]
         lines.append(f"| {method} | " + " | ".join(
-            "n/a" if not math.isfinite(c) else f"{c:.2f}" for c in cells) + " |")
+            "n/a" if not math.isfinite(c) else f"{c:.3f}" for c in cells) + " |")
     return "\n".join(lines) + "\n"
