@@ -16,13 +16,14 @@ validation films: the numbers on the method page come from
 
 and the prior floors on the results page from
 
-    python benchmarks/prior_gate.py --settings gated --floor 0.5,0.25,0.1 --atlas phantom
+    python benchmarks/prior_gate.py --settings "no prior,gated" --floor 0.5,0.25,0.1 --atlas phantom
     python benchmarks/prior_gate.py --settings gated --floor 0.5,0.25,0.1 --atlas generic
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from typing import get_args
 
@@ -43,6 +44,8 @@ from captum_matex.stages import AnatomicalPrior, Fusion, PriorGate
 from captum_matex.zoo import phantom_prior
 
 LOCALISATION = ["pointing_game", "miou", "cnr"]
+#: The prior settings, in the order their lines are printed.
+SETTINGS = ("no prior", "ungated", "gated")
 
 
 def stated_half(laterality: str, size: tuple[int, int]) -> torch.Tensor:
@@ -93,11 +96,14 @@ def main() -> None:
                         help="comma-separated evidence background quantiles, 'none' for none "
                              "(default: MATEX's own for the model)")
     parser.add_argument("--settings", default="no prior,ungated,gated",
-                        help="comma-separated subset of 'no prior', 'ungated', 'gated'")
+                        help="comma-separated subset of " + ", ".join(map(repr, SETTINGS)))
     parser.add_argument("--floor", default="0.5",
                         help="comma-separated floors of the anatomical prior (lower: stronger prior)")
     parser.add_argument("--atlas", default="phantom", choices=("phantom", "generic"))
     args = parser.parse_args()
+    chosen = args.settings.split(",")
+    if set(chosen) - set(SETTINGS):
+        parser.error(f"--settings takes a subset of {', '.join(SETTINGS)}, got {args.settings!r}")
     upsample = {} if args.upsample is None else {"upsample": args.upsample}
     model, processor = load_model(args.model)
     randomised = randomized_model(model)
@@ -108,23 +114,25 @@ def main() -> None:
     alphas = [own.alpha] if args.alpha is None else [float(a) for a in args.alpha.split(",")]
     backgrounds = [own.background] if args.background is None else [
         None if b == "none" else float(b) for b in args.background.split(",")]
-    chosen = args.settings.split(",")
+    variants = {"no prior": (None, None), "ungated": (prior, None), "gated": (prior, PriorGate())}
     floors = [float(f) for f in args.floor.split(",")]
-    settings = [(label, alpha, background, floor, atlas, gate)
-                for alpha in alphas for background in backgrounds for label, atlas, gate in (
-                    ("no prior", None, None), ("ungated", prior, None), ("gated", prior, PriorGate()))
-                if label in chosen for floor in (floors if atlas is not None else floors[:1])]
-    for label, alpha, background, floor, atlas, gate in settings:
+    settings = [(label, alpha, background, floor)
+                for alpha, background, label in itertools.product(alphas, backgrounds, SETTINGS)
+                if label in chosen
+                for floor in (floors if variants[label][0] is not None else [None])]
+    for label, alpha, background, floor in settings:
+        atlas, gate = variants[label]
+
         def build(net, alpha=alpha, background=background, floor=floor, atlas=atlas, gate=gate):
             fusion = Fusion(alpha=alpha, gate=gate, background=background,
-                            floors={"anatomy": floor})
+                            floors=None if floor is None else {"anatomy": floor})
             return MATEX(net, processor, anatomical_prior=atlas, registration=None,
                          fusion=fusion, **upsample)
         result = scores((build(model), build(randomised)), batches)
         print(json.dumps({"model": args.model, "split": args.split, "seed": args.seed,
                           "pairs": len(samples), "setting": label, "alpha": alpha,
                           "background": background, "atlas": args.atlas,
-                          "floor": floor if atlas is not None else None,
+                          "floor": floor,
                           "upsample": args.upsample or MATEX.default_upsample, **result}),
               flush=True)
 
