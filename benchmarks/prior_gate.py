@@ -14,10 +14,19 @@ validation films: the numbers on the method page come from
     python benchmarks/prior_gate.py --model phantom-clip --split val --seed 0 --limit 300 \\
         --alpha 0.5,0.75,1.0
 
-and the prior floors on the results page from
+the evidence propagation's (``none``: off; ``0.05x2``: temperature 0.05, two
+steps, the default radius; ``0.05x2rnone``: no radius) from
 
-    python benchmarks/prior_gate.py --settings "no prior,gated" --floor 0.5,0.25,0.1 --atlas phantom
-    python benchmarks/prior_gate.py --settings gated --floor 0.5,0.25,0.1 --atlas generic
+    python benchmarks/prior_gate.py --settings gated --propagation none,0.05x2rnone,0.05x2
+    python benchmarks/prior_gate.py --model phantom-siglip --settings gated --alpha 0,0.25 \\
+        --propagation none,0.05x2rnone,0.05x2
+
+(and ``--seed 2``), and the prior floors on the results page from
+
+    python benchmarks/prior_gate.py --settings "no prior,gated" --floor 0.5,0.25,0.1 --atlas phantom \\
+        --propagation none
+    python benchmarks/prior_gate.py --settings gated --floor 0.5,0.25,0.1 --atlas generic \\
+        --propagation none
 """
 
 from __future__ import annotations
@@ -40,12 +49,23 @@ from captum_matex.matex import default_fusion
 from captum_matex.metrics import empty_side_peak
 from captum_matex.metrics.sanity import randomisation_spearman, randomized_model
 from captum_matex.phrases import swap_laterality
-from captum_matex.stages import AnatomicalPrior, Fusion, PriorGate
+from captum_matex.stages import AnatomicalPrior, FeatureAffinity, Fusion, PriorGate
 from captum_matex.zoo import phantom_prior
 
 LOCALISATION = ["pointing_game", "miou", "cnr"]
 #: The prior settings, in the order their lines are printed.
 SETTINGS = ("no prior", "ungated", "gated")
+
+
+def propagation(value: str) -> FeatureAffinity | None:
+    r"""``"none"`` -> ``None``; ``"0.05x2"`` -> ``FeatureAffinity(temperature=0.05,
+    steps=2)``; ``"0.05x2r0.3"`` (``"...rnone"``) sets its radius to 0.3 (None)."""
+    if value == "none":
+        return None
+    temperature, rest = value.split("x")
+    steps, _, radius = rest.partition("r")
+    reach = {} if not radius else {"radius": None if radius == "none" else float(radius)}
+    return FeatureAffinity(temperature=float(temperature), steps=int(steps), **reach)
 
 
 def stated_half(laterality: str, size: tuple[int, int]) -> torch.Tensor:
@@ -100,6 +120,9 @@ def main() -> None:
     parser.add_argument("--floor", default="0.5",
                         help="comma-separated floors of the anatomical prior (lower: stronger prior)")
     parser.add_argument("--atlas", default="phantom", choices=("phantom", "generic"))
+    parser.add_argument("--propagation", default=None,
+                        help="comma-separated evidence propagations, TEMPERATURExSTEPS[rRADIUS] "
+                             "or 'none' (default: MATEX's own for the model)")
     args = parser.parse_args()
     chosen = args.settings.split(",")
     if set(chosen) - set(SETTINGS):
@@ -116,23 +139,26 @@ def main() -> None:
         None if b == "none" else float(b) for b in args.background.split(",")]
     variants = {"no prior": (None, None), "ungated": (prior, None), "gated": (prior, PriorGate())}
     floors = [float(f) for f in args.floor.split(",")]
-    settings = [(label, alpha, background, floor)
-                for alpha, background, label in itertools.product(alphas, backgrounds, SETTINGS)
+    spreads = [None] if args.propagation is None else args.propagation.split(",")
+    settings = [(label, alpha, background, floor, spread)
+                for spread, alpha, background, label
+                in itertools.product(spreads, alphas, backgrounds, SETTINGS)
                 if label in chosen
                 for floor in (floors if variants[label][0] is not None else [None])]
-    for label, alpha, background, floor in settings:
+    for label, alpha, background, floor, spread in settings:
         atlas, gate = variants[label]
+        stages = {} if spread is None else {"propagation": propagation(spread)}
 
         def build(net, alpha=alpha, background=background, floor=floor, atlas=atlas, gate=gate):
             fusion = Fusion(alpha=alpha, gate=gate, background=background,
                             floors=None if floor is None else {"anatomy": floor})
             return MATEX(net, processor, anatomical_prior=atlas, registration=None,
-                         fusion=fusion, **upsample)
+                         fusion=fusion, **stages, **upsample)
         result = scores((build(model), build(randomised)), batches)
         print(json.dumps({"model": args.model, "split": args.split, "seed": args.seed,
                           "pairs": len(samples), "setting": label, "alpha": alpha,
                           "background": background, "atlas": args.atlas,
-                          "floor": floor,
+                          "floor": floor, "propagation": spread or "default",
                           "upsample": args.upsample or MATEX.default_upsample, **result}),
               flush=True)
 

@@ -13,17 +13,28 @@ the phantom-fitted atlas. The numbers in
 
 and, for instance, ``--splits val --methods matex,prior_only,rollout`` sets a
 candidate model against the prior alone and rollout on plain validation films.
+MATEX's evidence propagation was chosen with
+
+    python benchmarks/robustness_val.py --models phantom-clip,phantom-siglip \
+        --methods matex,matex_no_propagation --propagation default,0.05x2rnone
+
+(and ``--seed 2``; ``--propagation`` takes the specs of ``benchmarks/prior_gate.py``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
 from captum_matex.evaluation import BenchmarkConfig, phantom_samples
 from captum_matex.evaluation.robustness import SPLITS
 from captum_matex.evaluation.scoring import mean_localisation_scores, prepared_batches
 from captum_matex.loading import load_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from prior_gate import propagation  # noqa: E402  (the same propagation specs)
 
 LOCALISATION = ["pointing_game", "miou", "cnr"]
 SPLIT_NAMES = ("val", "geometry", "paraphrase", "markers")
@@ -48,11 +59,21 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods")
     parser.add_argument("--method-kwargs", type=json.loads, default={},
                         help='constructor arguments per method, e.g. \'{"matex": {"upsample": "bilinear"}}\'')
+    parser.add_argument("--propagation", default="default",
+                        help="comma-separated evidence propagations of the matex row, "
+                             "'default' or as in prior_gate.py (each a row 'matex SPEC')")
     args = parser.parse_args()
     config = BenchmarkConfig(atlas="phantom", method_kwargs=args.method_kwargs)
     for name in args.models.split(","):
         model, processor = load_model(name)
-        methods = {m: config.build(m, model, processor) for m in args.methods.split(",")}
+        methods = {}
+        for method in args.methods.split(","):
+            spreads = args.propagation.split(",") if method == "matex" else ["default"]
+            for spread in spreads:
+                explainer = config.build(method, model, processor)
+                if spread != "default":
+                    explainer.propagation = propagation(spread)
+                methods[method if spread == "default" else f"{method} {spread}"] = explainer
         for split in args.splits.split(","):
             batches = prepared_batches(samples(split, args.limit, args.seed), processor)
             for method, explainer in methods.items():

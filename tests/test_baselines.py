@@ -136,7 +136,8 @@ def test_registry_lists_and_returns_every_method():
         "matex", "m2ib", "chefer", "rollout", "gradcam", "grad_eclip", "legrad", "patch_text",
         "saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "occlusion",
         "feature_ablation", "layer_gradcam", "prior_only", "matex_no_anatomy",
-        "matex_with_text_prior", "matex_no_rollout", "matex_no_consistency", "llm_attribution",
+        "matex_with_text_prior", "matex_no_rollout", "matex_no_consistency", "matex_no_propagation",
+        "llm_attribution",
         "matex_with_decoder_prior",
     }
     assert set(names) == expected and names == sorted(names)

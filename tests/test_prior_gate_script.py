@@ -69,3 +69,16 @@ def test_floor_and_atlas_choose_the_prior(monkeypatch, capsys):
     # with the generic atlas against 2.80)
     assert generic[0]["miou"] == pytest.approx(phantom[0]["miou"], abs=1e-3)
     assert generic[1]["cnr"] != phantom[1]["cnr"]
+
+
+def test_propagation_chooses_the_evidence_spread(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", [str(SCRIPT), "--limit", "4", "--batch-size", "4",
+                                      "--settings", "gated", "--propagation", "none,0.05x2"])
+    runpy.run_path(str(SCRIPT), run_name="__main__")
+    lines = [json.loads(l) for l in capsys.readouterr().out.splitlines() if l.startswith("{")]
+    assert [l["propagation"] for l in lines] == ["none", "0.05x2"]
+    # spreading the evidence over the model's patch affinities reshapes the maps
+    assert lines[0]["cnr"] != lines[1]["cnr"]
+    parse = runpy.run_path(str(SCRIPT))["propagation"]
+    assert parse("none") is None and parse("0.1x3rnone").radius is None
+    assert (parse("0.1x3").temperature, parse("0.1x3").steps, parse("0.1x3r0.5").radius) == (0.1, 3, 0.5)

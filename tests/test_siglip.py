@@ -142,9 +142,9 @@ def test_matex_fuses_with_the_alpha_measured_for_its_readout():
     from captum_matex.matex import FUSION_ALPHA, readout_kind
 
     siglip, clip = MATEX(make_siglip(), make_tokenizer()), MATEX(make_clip(), make_tokenizer())
-    assert readout_kind(siglip.adapter) == "attention probe" and siglip.fusion.alpha == 0.25
+    assert readout_kind(siglip.adapter) == "attention probe" and siglip.fusion.alpha == 0.0
     assert readout_kind(clip.adapter) == "class token" and clip.fusion.alpha == 0.875
-    assert FUSION_ALPHA == {"class token": 0.875, "attention probe": 0.25, "decoder": 0.0}
+    assert FUSION_ALPHA == {"class token": 0.875, "attention probe": 0.0, "decoder": 0.0}
     assert isinstance(siglip.fusion.gate, PriorGate) and isinstance(clip.fusion.gate, PriorGate)
     assert siglip.fusion.background == clip.fusion.background == 0.5
     # the weight reaches the map: the probe model's map differs from one fused at CLIP's alpha

@@ -66,6 +66,15 @@ class MATEXNoConsistency(_Ablation):
     removed, title = "consistency", "layer consistency"
 
 
+@register("matex_no_propagation")
+class MATEXNoPropagation(_Ablation):
+    r"""MATEX without spreading the evidence over the model's own patch
+    affinities (:class:`~captum_matex.stages.FeatureAffinity`)."""
+
+    requires = frozenset({"contrastive embedding"})  # off by default on generative models
+    removed, title = "propagation", "feature propagation"
+
+
 @register("matex_with_text_prior")
 class MATEXWithTextPrior(MATEX):
     r"""MATEX with the model-derived patch-text prior

@@ -12,12 +12,14 @@ from captum_matex.stages.consistency import ConsistencyResult, LayerConsistency,
 from captum_matex.stages.decoder_prior import DecoderAttentionPrior
 from captum_matex.stages.fusion import Fusion
 from captum_matex.stages.gate import PriorGate
+from captum_matex.stages.propagation import FeatureAffinity
 from captum_matex.stages.protocols import (
     AnatomicalPriorStage,
     AttentionStage,
     ConsistencyStage,
     DecoderPriorStage,
     FusionStage,
+    PropagationStage,
     RegistrationStage,
     RolloutStage,
     TextPriorStage,
@@ -37,6 +39,7 @@ __all__ = [
     "ConsistencyStage",
     "DecoderAttentionPrior",
     "DecoderPriorStage",
+    "FeatureAffinity",
     "Fusion",
     "FusionStage",
     "GradWeightedAttention",
@@ -45,6 +48,7 @@ __all__ = [
     "PatchTextPrior",
     "PhraseAnatomy",
     "PriorGate",
+    "PropagationStage",
     "RegistrationStage",
     "RolloutStage",
     "TextPriorStage",

@@ -71,6 +71,16 @@ class ConsistencyStage(Protocol):
 
 
 @runtime_checkable
+class PropagationStage(Protocol):
+    r"""Stage 3': evidence maps spread over the model's own patch features."""
+
+    def __call__(self, maps: Tensor, patch_embeddings: Tensor, grid: tuple[int, int]) -> Tensor:
+        r"""``(B, N)`` or ``(B, K, N)`` maps and ``(B, N, E)`` last-block patch
+        embeddings on an ``(h, w)`` grid -> maps of the same shape."""
+        ...
+
+
+@runtime_checkable
 class TextPriorStage(Protocol):
     r"""Stage 4a: a prior from the model's own patch-text similarity."""
 
@@ -134,6 +144,7 @@ STAGE_PROTOCOLS: dict[str, type] = {
     "attention": AttentionStage,
     "rollout": RolloutStage,
     "consistency": ConsistencyStage,
+    "propagation": PropagationStage,
     "text_prior": TextPriorStage,
     "anatomical_prior": AnatomicalPriorStage,
     "registration": RegistrationStage,
