@@ -42,9 +42,11 @@ class MATEXDiagnostics:
         per_layer: ``(B, L, h, w)`` gradient-weighted CLS attention of each
             block (max-normalised), or ``None`` without consistency stage.
         layer_weights: ``(B, L)`` layer-consistency weights, or ``None``.
-        rollouts: ``(B, K, h, w)`` one rollout per depth window, or ``None``.
+        rollouts: ``(B, K, h, w)`` one rollout per depth window (after the
+            evidence propagation, if any), or ``None``.
         rollout_depths: number of last blocks in each window.
-        consistency: ``(B, h, w)`` consistency-weighted map, or ``None``.
+        consistency: ``(B, h, w)`` consistency-weighted map (after the
+            evidence propagation, if any), or ``None``.
         evidence: ``(B, h, w)`` the model's evidence before the priors.
         priors: prior name to ``(B, h, w)`` prior.
         phrases: the explained phrases where known.
