@@ -23,8 +23,8 @@ steps, the default radius; ``0.05x2rnone``: no radius) from
 
 (and ``--seed 2``), and the prior floors on the results page from
 
-    python benchmarks/prior_gate.py --settings "no prior,gated" --floor 0.5,0.25,0.1 --atlas phantom \\
-        --propagation none
+    python benchmarks/prior_gate.py --settings "no prior,gated" --floor 0.5,0.25,0.1 \\
+        --atlas phantom --propagation none
     python benchmarks/prior_gate.py --settings gated --floor 0.5,0.25,0.1 --atlas generic \\
         --propagation none
 """

@@ -63,17 +63,18 @@ def main() -> None:
                         help="comma-separated evidence propagations of the matex row, "
                              "'default' or as in prior_gate.py (each a row 'matex SPEC')")
     args = parser.parse_args()
-    config = BenchmarkConfig(atlas="phantom", method_kwargs=args.method_kwargs)
+    rows = [(method, spread) for method in args.methods.split(",")
+            for spread in (args.propagation.split(",") if method == "matex" else ["default"])]
     for name in args.models.split(","):
         model, processor = load_model(name)
         methods = {}
-        for method in args.methods.split(","):
-            spreads = args.propagation.split(",") if method == "matex" else ["default"]
-            for spread in spreads:
-                explainer = config.build(method, model, processor)
-                if spread != "default":
-                    explainer.propagation = propagation(spread)
-                methods[method if spread == "default" else f"{method} {spread}"] = explainer
+        for method, spread in rows:
+            kwargs = {**args.method_kwargs.get(method, {})}
+            if spread != "default":
+                kwargs["propagation"] = propagation(spread)
+            config = BenchmarkConfig(atlas="phantom", method_kwargs={method: kwargs})
+            label = method if spread == "default" else f"{method} {spread}"
+            methods[label] = config.build(method, model, processor)
         for split in args.splits.split(","):
             batches = prepared_batches(samples(split, args.limit, args.seed), processor)
             for method, explainer in methods.items():

@@ -22,7 +22,7 @@ from captum_matex.explainer import (
 )
 from captum_matex.stages.anatomy import AnatomicalPrior
 from captum_matex.stages.attention import GradWeightedAttention
-from captum_matex.stages.consistency import LayerConsistency
+from captum_matex.stages.consistency import ConsistencyResult, LayerConsistency
 from captum_matex.stages.fusion import Fusion
 from captum_matex.stages.gate import PriorGate
 from captum_matex.stages.propagation import FeatureAffinity
@@ -504,12 +504,9 @@ class MATEX(Explainer):
             self.consistency(relevance, prefix, **extra) if self.consistency is not None else None
         )
         if self.propagation is not None:
-            if rollouts is not None:
-                rollouts = self.propagation(rollouts, trace.patch_embeddings, grid)
-            if consistency is not None:
-                consistency = replace(
-                    consistency, map=self.propagation(consistency.map, trace.patch_embeddings, grid)
-                )
+            rollouts, consistency = _propagated(
+                self.propagation, rollouts, consistency, trace.patch_embeddings, grid
+            )
         priors: dict[str, Tensor] = {}
         if self.text_prior is not None:
             priors["text"] = self.text_prior(trace.patch_embeddings, trace.text_embeddings, grid)
@@ -545,6 +542,25 @@ class MATEX(Explainer):
             phrases=phrases,
             fused=as_grid(fused),
         )
+
+
+def _propagated(
+    propagation: protocols.PropagationStage, rollouts: Tensor | None,
+    consistency: ConsistencyResult | None, patch_embeddings: Tensor, grid: tuple[int, int],
+) -> tuple[Tensor | None, ConsistencyResult | None]:
+    r"""The ``(B, K, N)`` rollouts and the consistency map spread by
+    ``propagation`` in one call (one affinity per image), each map on its own."""
+    maps = []
+    if rollouts is not None:
+        maps.append(rollouts)
+    if consistency is not None:
+        maps.append(consistency.map[:, None])
+    spread = propagation(torch.cat(maps, 1), patch_embeddings, grid)
+    if rollouts is not None:
+        rollouts, spread = spread[:, : rollouts.shape[1]], spread[:, rollouts.shape[1]:]
+    if consistency is not None:
+        consistency = replace(consistency, map=spread[:, 0])
+    return rollouts, consistency
 
 
 def _phrase_table(phrases: Sequence[str] | Sequence[Sequence[str]], batch: int) -> list[list[str]]:

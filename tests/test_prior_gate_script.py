@@ -81,4 +81,5 @@ def test_propagation_chooses_the_evidence_spread(monkeypatch, capsys):
     assert lines[0]["cnr"] != lines[1]["cnr"]
     parse = runpy.run_path(str(SCRIPT))["propagation"]
     assert parse("none") is None and parse("0.1x3rnone").radius is None
-    assert (parse("0.1x3").temperature, parse("0.1x3").steps, parse("0.1x3r0.5").radius) == (0.1, 3, 0.5)
+    three = parse("0.1x3")
+    assert (three.temperature, three.steps, parse("0.1x3r0.5").radius) == (0.1, 3, 0.5)

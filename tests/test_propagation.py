@@ -19,7 +19,8 @@ def _two_groups() -> torch.Tensor:
 
 def test_evidence_spreads_within_its_group_only():
     evidence = torch.tensor([[0.0, 0.0, 1.0, 0.0, 0.0, 0.0]])
-    spread = FeatureAffinity(temperature=0.05, steps=1, radius=None)(evidence, _two_groups(), (2, 3))
+    stage = FeatureAffinity(temperature=0.05, steps=1, radius=None)
+    spread = stage(evidence, _two_groups(), (2, 3))
     # a patch's affinity to its own group is 1 / (3 + 3 exp(-1 / 0.05)), to the other group
     # exp(-20) (2e-9) times that: the group shares the evidence equally, the other gets ~nothing
     assert spread[0, :3] == pytest.approx(torch.ones(3), abs=1e-6)
@@ -28,8 +29,8 @@ def test_evidence_spreads_within_its_group_only():
 
 def test_temperature_sets_how_far_evidence_spreads():
     evidence = torch.tensor([[0.0, 0.0, 1.0, 0.0, 0.0, 0.0]])
-    other = [FeatureAffinity(temperature=t, steps=1, radius=None)(evidence, _two_groups(), (2, 3))[0, 3].item()
-             for t in (0.1, 0.5, 2.0)]
+    other = [FeatureAffinity(temperature=t, steps=1, radius=None)(
+        evidence, _two_groups(), (2, 3))[0, 3].item() for t in (0.1, 0.5, 2.0)]
     # the other group's share is exp(-1 / t) of its own group's: 4.5e-5, 0.135, 0.607
     assert other == pytest.approx([torch.tensor(-1 / t).exp().item() for t in (0.1, 0.5, 2.0)],
                                   rel=1e-4)
@@ -108,8 +109,10 @@ def test_matex_propagates_its_rollouts_and_consistency_map(clip_model, tokenizer
         images, (PHRASES,), output="grid", return_diagnostics=True)
     _, without = MATEX(clip_model, tokenizer, propagation=None).attribute(
         images, (PHRASES,), output="grid", return_diagnostics=True)
-    (rollouts, embeddings), (consistency, same) = recording.calls
-    assert torch.equal(embeddings, same) and embeddings.shape == (4, 16, clip_model.projection_dim)
+    # one call per image batch (one affinity): the rollouts, then the consistency map
+    ((maps, embeddings),) = recording.calls
+    rollouts, consistency = maps[:, :-1], maps[:, -1]
+    assert embeddings.shape == (4, 16, clip_model.projection_dim)
     # the stage gets the maps MATEX has without it, and its output is what MATEX fuses
     assert rollouts == pytest.approx(without.rollouts.flatten(2), abs=1e-6)
     assert consistency == pytest.approx(without.consistency.flatten(1), abs=1e-6)

@@ -38,8 +38,8 @@ from captum_matex.registry import BUILT_IN, metrics, methods
 #: runs on LLaVA models only).
 DEFAULT_METHODS = (
     "matex", "matex_no_anatomy", "matex_with_text_prior", "matex_no_rollout",
-    "matex_no_consistency", "matex_no_propagation", "prior_only", "m2ib", "chefer", "rollout", "gradcam",
-    "grad_eclip", "legrad", "patch_text", "saliency", "integrated_gradients",
+    "matex_no_consistency", "matex_no_propagation", "prior_only", "m2ib", "chefer", "rollout",
+    "gradcam", "grad_eclip", "legrad", "patch_text", "saliency", "integrated_gradients",
     "llm_attribution", "matex_with_decoder_prior",
 )
 #: The phantom's own splits; :data:`~captum_matex.evaluation.robustness.SPLITS`
