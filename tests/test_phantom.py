@@ -177,3 +177,43 @@ def test_mean_anatomy_is_the_phantom_population_and_fits_the_atlas() -> None:
     generic = ChestAtlas().render("right base", (14, 14))
     lowest = lambda m: int(torch.nonzero(m > 0.3)[:, 0].max())  # noqa: E731
     assert lowest(base) <= 9 < lowest(generic)
+
+
+def test_a_nodule_lies_in_the_zone_its_phrase_names() -> None:
+    # a nodule that finds no room in the drawn zone falls back to the lung's
+    # centre; its record (and so its phrase) must then name the centre's zone
+    from captum_matex.data._phantom_anatomy import _Anatomy
+    from captum_matex.data._phantom_findings import _zone_of
+
+    ds = PhantomCXR(split="test", seed=0, length=300)
+    checked, centred = 0, 0
+    for index in range(len(ds)):
+        for rec in ds[index].findings:
+            if rec.finding != "nodule":
+                continue
+            an = _Anatomy(np.random.default_rng([ds.seed, ds.sample_seed(index)]), ds.size)
+            rows = np.flatnonzero(rec.mask.numpy().any(1))
+            weights = rec.mask.numpy().sum(1)[rows]
+            y = float(((rows + 0.5) * weights).sum() / weights.sum()) / ds.size
+            # round nodules: the mask's centroid is the drawn centre to a pixel,
+            # and every drawn centre is a quarter zone or more from a boundary
+            assert _zone_of(an, y) == rec.zone, (index, rec.phrase, rec.zone, y)
+            checked += 1
+            centred += abs(y - an.cy) < 1 / ds.size
+    assert checked >= 40
+    assert centred >= 2  # fallbacks happen in these films, and are named by their own zone
+
+
+def test_zone_of_inverts_the_zone_bands() -> None:
+    from captum_matex.data._phantom_anatomy import _Anatomy
+    from captum_matex.data._phantom_findings import _lung_point, _zone_of
+
+    an = _Anatomy(np.random.default_rng(3), 224)
+    rng = np.random.default_rng(4)
+    for zone in ("upper", "mid", "lower"):
+        for _ in range(20):
+            x, y, drawn = _lung_point(rng, an, 0, zone, 0.01)
+            assert _zone_of(an, y) == drawn
+    # no room for a point this far inside the lung: the lung's centre, in its own zone
+    x, y, drawn = _lung_point(rng, an, 0, "upper", an.lung_a)
+    assert (x, y) == an.lung_center(0) and drawn == _zone_of(an, an.cy) == "mid"

@@ -3,8 +3,8 @@ Findings of the chest phantom: where each one sits and how it changes the film.
 
 Each ``_add_<finding>(rng, an, layers, side, zone)`` draws one finding on one
 lung (``side``: 0 for the image left, the patient's right) by changing the
-density layers in place, and returns its pixel mask (or None) and its size
-word. :data:`_ADDERS` and :data:`_ZONES` list them and their lung zones.
+density layers in place, and returns its pixel mask (or None), its size word
+and the lung zone it was drawn in (the phrase names that zone). :data:`_ADDERS` and :data:`_ZONES` list them and their lung zones.
 """
 
 from __future__ import annotations
@@ -24,6 +24,13 @@ def _zone_y(an: _Anatomy, zone: str, rng: np.random.Generator) -> float:
     return top + span * (k + rng.uniform(0.25, 0.75)) / 3.0
 
 
+def _zone_of(an: _Anatomy, y: float) -> str:
+    r"""The lung zone (as :func:`_zone_y` divides the lung) holding height ``y``."""
+    top = an.cy - 0.75 * an.lung_b
+    span = an.dome[0] - 0.04 - top
+    return ("upper", "mid", "lower")[int(np.clip(3 * (y - top) // span, 0, 2))]
+
+
 def _side_index(laterality: str) -> int:
     r"""Image half of a patient side (patient right -> image left = 0)."""
     return 0 if laterality == "right" else 1
@@ -31,8 +38,9 @@ def _side_index(laterality: str) -> int:
 
 def _lung_point(
     rng: np.random.Generator, an: _Anatomy, side: int, zone: str, margin: float
-) -> Tuple[float, float]:
-    r"""A point well inside one lung, in the given zone."""
+) -> Tuple[float, float, str]:
+    r"""A point well inside one lung, in the given zone where 20 draws find
+    one, else the lung's centre, and the zone the point lies in."""
     lx, _ = an.lung_center(side)
     for _ in range(20):
         y = _zone_y(an, zone, rng)
@@ -44,8 +52,8 @@ def _lung_point(
         hd = ((x - an.cx - 0.25 * hw) / (hw + margin)) ** 2
         hd += ((y - an.heart_cy) / (0.13 * an.s + margin)) ** 2
         if r < 1 - margin / an.lung_a and y < an.dome_y(side)[iy, ix] - margin and hd > 1:
-            return x, y
-    return lx, an.cy
+            return x, y, zone
+    return lx, an.cy, _zone_of(an, an.cy)
 
 
 def _blob(
@@ -65,12 +73,12 @@ def _blob(
 def _add_consolidation(rng, an, layers, side, zone):
     r"""Airspace opacity: irregular soft blob confined to the lung."""
     radius = rng.uniform(0.07, 0.10) * an.s
-    x, y = _lung_point(rng, an, side, zone, 0.5 * radius)
+    x, y, zone = _lung_point(rng, an, side, zone, 0.5 * radius)
     blob = _blob(rng, an, x, y, radius, 3)
     shape = np.clip((blob - 0.35) / 0.3, 0, 1) * layers["lungs"]
     layers["opacity"] += 0.30 * shape
     layers["markings_mask"] *= 1 - 0.7 * shape
-    return shape > 0.05, "moderate"
+    return shape > 0.05, "moderate", zone
 
 
 def _add_nodule(rng, an, layers, side, zone):
@@ -78,11 +86,11 @@ def _add_nodule(rng, an, layers, side, zone):
     size = "large" if rng.random() < 0.35 else "small"
     # at least ~1.5 patches of a 14 x 14 grid across, even for small patients
     radius = (rng.uniform(0.078, 0.092) if size == "large" else rng.uniform(0.063, 0.074)) * an.s
-    x, y = _lung_point(rng, an, side, zone, radius)
+    x, y, zone = _lung_point(rng, an, side, zone, radius)
     d = np.sqrt(((an.u - x) / radius) ** 2 + ((an.v - y) / (radius * rng.uniform(0.85, 1.0))) ** 2)
     shape = _smoothstep((1 - d) * radius / (1.5 * _PX)) * (1 - 0.3 * d.clip(0, 1) ** 2)
     layers["opacity"] += 0.40 * shape
-    return shape > 0.05, size
+    return shape > 0.05, size, zone
 
 
 def _add_effusion(rng, an, layers, side, zone):
@@ -100,7 +108,7 @@ def _add_effusion(rng, an, layers, side, zone):
     shape = inside * low * floor * half * np.clip(layers["lungs"] * 1.5, 0, 1)
     layers["opacity"] += 0.36 * shape
     layers["markings_mask"] *= 1 - shape
-    return shape > 0.05, size
+    return shape > 0.05, size, zone
 
 
 def _add_pneumothorax(rng, an, layers, side, zone):
@@ -118,14 +126,14 @@ def _add_pneumothorax(rng, an, layers, side, zone):
     line = np.exp(-(((r - (1 - width)) * an.lung_a / (1.2 * _PX)) ** 2))
     line *= upper & (lateral > -0.45 * an.lung_a)
     layers["opacity"] += 0.22 * line * layers["lungs"]
-    return (shape > 0.05) | (line * layers["lungs"] > 0.3), size
+    return (shape > 0.05) | (line * layers["lungs"] > 0.3), size, zone
 
 
 def _add_cardiomegaly(rng, an, layers, side, zone):
     r"""Cardiomegaly: enlarge the cardiac silhouette (CTR 0.58-0.68)."""
     size = "mild" if rng.random() < 0.4 else "moderate"
     an.ctr = rng.uniform(0.57, 0.62) if size == "mild" else rng.uniform(0.62, 0.68)
-    return None, size
+    return None, size, zone
 
 
 def _add_atelectasis(rng, an, layers, side, zone):
@@ -142,7 +150,7 @@ def _add_atelectasis(rng, an, layers, side, zone):
     shape = _smoothstep((thick - np.abs(across)) / (1.2 * _PX))
     shape *= _smoothstep((half_len - np.abs(along)) / (3 * _PX)) * layers["lungs"]
     layers["opacity"] += 0.32 * shape
-    return shape > 0.05, "small"
+    return shape > 0.05, "small", zone
 
 
 def _add_edema(rng, an, layers, side, zone):
@@ -157,7 +165,7 @@ def _add_edema(rng, an, layers, side, zone):
     shape = np.clip((haze - 0.25) / 0.5, 0, 1) * layers["lungs"]
     layers["opacity"] += (0.20 if size == "mild" else 0.26) * shape
     layers["markings_mask"] *= 1 - 0.5 * shape
-    return shape > 0.08, size
+    return shape > 0.08, size, zone
 
 
 _ADDERS = {

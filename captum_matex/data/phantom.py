@@ -310,7 +310,7 @@ class PhantomCXR(torch.utils.data.Dataset):
             sides = [0, 1] if lat == "bilateral" else ([_side_index(lat)] if lat else [])
             mask, size = None, "moderate"
             for s in sides or [None]:
-                m, size = _ADDERS[name](rng, an, layers, s, zone)
+                m, size, zone = _ADDERS[name](rng, an, layers, s, zone)
                 if m is not None:
                     mask = m if mask is None else (mask | m)
             raw.append((name, lat, zone, size, mask))
