@@ -160,6 +160,44 @@ def test_rows_do_not_depend_on_resumes(tmp_path):
     assert summary["n_samples"] == {"matex": 6, "chefer": 6, "prior_only": 6}
 
 
+def test_results_log_discards_rows_and_keeps_the_rest(tmp_path):
+    path = tmp_path / "r.jsonl"
+    log = ResultsLog(path, CONFIG)
+    log.append([{"sample": str(i), "method": "m", "x": i} for i in range(4)])
+    assert log.discard(lambda row: row["x"] % 2 == 1) == 2
+    assert [r["x"] for r in ResultsLog(path, CONFIG).rows] == [0, 2]
+    assert log.discard(lambda row: False) == 0
+    with pytest.raises(ResultsFileError, match="read-only"):
+        ResultsLog(path, CONFIG, read_only=True).discard(lambda row: True)
+
+
+def test_rows_of_changed_samples_are_scored_again_on_resume(tmp_path):
+    # a stored row whose phrase differs from the sample's phrase now (the
+    # generator was mended since) is recomputed; the other rows are kept as stored
+    config = BenchmarkConfig(limit=3, methods=["chefer", "prior_only"], sanity=False,
+                             faithfulness=False)
+    run_benchmark(config, tmp_path, progress=False)
+    log = ResultsLog(tmp_path / "results.rank0.jsonl", config.settings())
+    stored = list(log.rows)
+    changed = stored[0]["sample"]
+    log.discard(lambda row: row["sample"] == changed)
+    log.append([{**row, "phrase": "an old phrase", "miou": -1.0}
+                for row in stored if row["sample"] == changed])
+    with pytest.warns(UserWarning, match="2 stored rows scored samples that have changed"):
+        run_benchmark(config, tmp_path, progress=False)
+    rows = read_rows([tmp_path / "results.rank0.jsonl"], config.settings())
+    assert len(rows) == len(stored) == 6
+    by_key = {(r["sample"], r["method"]): r for r in rows}
+    for row in stored:
+        again = by_key[row["sample"], row["method"]]
+        if row["sample"] != changed:  # the very rows stored, timings included
+            assert again == row
+        else:  # scored again, on the same film, batch and phrase as the first time
+            for name in ("pointing_game", "miou", "cnr"):
+                assert again[name] == pytest.approx(row[name], rel=1e-6, abs=1e-9)
+    assert all(r["phrase"] != "an old phrase" for r in rows)
+
+
 def test_a_changed_configuration_is_refused_without_force(tmp_path):
     run_benchmark(BenchmarkConfig(limit=2, methods=["chefer"], sanity=False,
                                   faithfulness=False), tmp_path, progress=False)

@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 FORMAT = "captum_matex-results/1"
 
@@ -139,6 +139,18 @@ class ResultsLog:
             handle.flush()
             os.fsync(handle.fileno())
         self.rows.extend(rows)
+
+    def discard(self, stale: Callable[[dict], bool]) -> int:
+        r"""Remove every row for which ``stale(row)`` is true (the file is
+        rewritten atomically) and return how many were removed."""
+        if self.read_only:
+            raise ResultsFileError(f"{self.path} was opened read-only")
+        kept = [row for row in self.rows if not stale(row)]
+        removed = len(self.rows) - len(kept)
+        if removed:
+            self._write_atomically([_line("header", self._header())] + [_line("row", r) for r in kept])
+            self.rows = kept
+        return removed
 
 
 def read_rows(paths: Iterable[str | Path], config: dict) -> list[dict]:

@@ -313,6 +313,30 @@ def _done_keys(out: Path, config: dict) -> set[tuple[str, str]]:
     return {(r["sample"], r["method"]) for r in read_rows(sorted(out.glob("results.rank*.jsonl")), config)}
 
 
+#: What a row records of its sample; a stored row whose record differs from
+#: the sample as it is drawn now was computed on other data.
+_SAMPLE_FIELDS = ("finding", "phrase", "laterality")
+
+
+def _discard_stale(out: Path, config: dict, samples: list[EvalSample]) -> None:
+    r"""Remove, from every worker's file, the rows of samples that have
+    changed since they were scored (same id, another phrase, finding or
+    side: the data's generator or files changed), so that they are scored
+    again instead of being reported with the new samples."""
+    current = {s.id: tuple(getattr(s, f) for f in _SAMPLE_FIELDS) for s in samples}
+
+    def stale(row: dict) -> bool:
+        drawn = current.get(row["sample"])
+        return drawn is not None and drawn != tuple(row.get(f) for f in _SAMPLE_FIELDS)
+
+    removed = sum(ResultsLog(path, config).discard(stale)
+                  for path in sorted(out.glob("results.rank*.jsonl")))
+    if removed:
+        warnings.warn(f"benchmark: {removed} stored rows scored samples that have changed "
+                      "since (their phrase, finding or side differs); they are scored again",
+                      stacklevel=3)
+
+
 def _set_aside_foreign(out: Path, config: dict, keep: Path) -> None:
     for path in sorted(out.glob("results.rank*.jsonl")):
         if path == keep:
@@ -368,11 +392,14 @@ def run_benchmark(
         worker.barrier()
         if worker.is_main and force:
             _set_aside_foreign(out, settings, own)
+        samples = config.samples()
+        if worker.is_main:
+            _discard_stale(out, settings, samples)
         worker.barrier()
         done = _done_keys(out, settings)
         worker.barrier()
         model = _Model(config, device)
-        _run_shard(config, worker, log, done, model, device, progress)
+        _run_shard(config, samples, worker, log, done, model, device, progress)
         worker.barrier()
         if not worker.is_main:
             return None
@@ -403,9 +430,8 @@ def applicable_methods(names: list[str], model) -> list[str]:
     return kept
 
 
-def _run_shard(config: BenchmarkConfig, worker: Worker, log: ResultsLog, done: set,
-               load: _Model, device: str, progress: bool) -> None:
-    samples = config.samples()
+def _run_shard(config: BenchmarkConfig, samples: list[EvalSample], worker: Worker,
+               log: ResultsLog, done: set, load: _Model, device: str, progress: bool) -> None:
     if not samples:
         raise BenchmarkError("the study has no samples (check --split, --limit and the data)")
     model, processor = load()
