@@ -359,7 +359,10 @@ def run_benchmark(
     Each worker appends checksummed rows to its own ``results.rank<r>.jsonl``
     (see :class:`~captum_matex.evaluation.results.ResultsLog`); work already
     in any worker's file is skipped, so a killed run resumes where it stopped
-    and the finished result set equals an uninterrupted run's. Samples are
+    and the finished result set equals an uninterrupted run's. Stored rows of
+    samples that have changed since they were scored (another phrase,
+    finding or side under the same id) are removed, with a warning, and
+    scored again. Samples are
     cut into fixed chunks of ``batch_size``, dealt round-robin to the
     ``torchrun`` workers. Worker 0 then merges all files and writes
     ``summary.json``, ``results.md`` and figures (:func:`write_report`).
