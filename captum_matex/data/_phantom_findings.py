@@ -16,19 +16,25 @@ import numpy as np
 from captum_matex.data._phantom_anatomy import _PX, _Anatomy, _smoothstep
 
 
+_ZONE_NAMES = ("upper", "mid", "lower")
+
+
+def _lung_height(an: _Anatomy) -> Tuple[float, float]:
+    r"""Top and height of the span the three lung zones divide in thirds."""
+    top = an.cy - 0.75 * an.lung_b
+    return top, an.dome[0] - 0.04 - top
+
+
 def _zone_y(an: _Anatomy, zone: str, rng: np.random.Generator) -> float:
     r"""A vertical position inside the given lung zone."""
-    top = an.cy - 0.75 * an.lung_b
-    span = an.dome[0] - 0.04 - top
-    k = {"upper": 0, "mid": 1, "lower": 2}[zone]
-    return top + span * (k + rng.uniform(0.25, 0.75)) / 3.0
+    top, span = _lung_height(an)
+    return top + span * (_ZONE_NAMES.index(zone) + rng.uniform(0.25, 0.75)) / 3.0
 
 
 def _zone_of(an: _Anatomy, y: float) -> str:
     r"""The lung zone (as :func:`_zone_y` divides the lung) holding height ``y``."""
-    top = an.cy - 0.75 * an.lung_b
-    span = an.dome[0] - 0.04 - top
-    return ("upper", "mid", "lower")[int(np.clip(3 * (y - top) // span, 0, 2))]
+    top, span = _lung_height(an)
+    return _ZONE_NAMES[int(np.clip(3 * (y - top) // span, 0, 2))]
 
 
 def _side_index(laterality: str) -> int:
