@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -172,30 +173,47 @@ def test_results_log_discards_rows_and_keeps_the_rest(tmp_path):
 
 
 def test_rows_of_changed_samples_are_scored_again_on_resume(tmp_path):
-    # a stored row whose phrase differs from the sample's phrase now (the
-    # generator was mended since) is recomputed; the other rows are kept as stored
+    # stored rows whose phrase or ground truth differs from the sample as drawn
+    # now (the generator was mended since) are recomputed; rows written before
+    # the ground truth was recorded are compared on the other fields; all other
+    # rows are kept as stored
     config = BenchmarkConfig(limit=3, methods=["chefer", "prior_only"], sanity=False,
                              faithfulness=False)
     run_benchmark(config, tmp_path, progress=False)
     log = ResultsLog(tmp_path / "results.rank0.jsonl", config.settings())
     stored = list(log.rows)
-    changed = stored[0]["sample"]
-    log.discard(lambda row: row["sample"] == changed)
-    log.append([{**row, "phrase": "an old phrase", "miou": -1.0}
-                for row in stored if row["sample"] == changed])
-    with pytest.warns(UserWarning, match="2 stored rows scored samples that have changed"):
+    renamed, moved, legacy = sorted({row["sample"] for row in stored})
+    log.discard(lambda row: True)
+    edits = {renamed: {"phrase": "an old phrase", "miou": -1.0},
+             moved: {"truth": "0" * 12, "miou": -1.0}}
+    log.append([{k: v for k, v in {**row, **edits.get(row["sample"], {})}.items()
+                 if not (row["sample"] == legacy and k == "truth")} for row in stored])
+    with pytest.warns(UserWarning, match="4 stored rows scored samples that have changed"):
         run_benchmark(config, tmp_path, progress=False)
     rows = read_rows([tmp_path / "results.rank0.jsonl"], config.settings())
     assert len(rows) == len(stored) == 6
     by_key = {(r["sample"], r["method"]): r for r in rows}
     for row in stored:
         again = by_key[row["sample"], row["method"]]
-        if row["sample"] != changed:  # the very rows stored, timings included
-            assert again == row
+        if row["sample"] == legacy:  # the very row stored, timing included, without "truth"
+            assert again == {k: v for k, v in row.items() if k != "truth"}
         else:  # scored again, on the same film, batch and phrase as the first time
+            assert again["phrase"] == row["phrase"] and again["truth"] == row["truth"]
             for name in ("pointing_game", "miou", "cnr"):
                 assert again[name] == pytest.approx(row[name], rel=1e-6, abs=1e-9)
-    assert all(r["phrase"] != "an old phrase" for r in rows)
+
+
+def test_the_ground_truth_digest_follows_the_boxes_to_a_hundredth_of_a_pixel():
+    from captum_matex.evaluation.runner import ground_truth_digest
+
+    sample = phantom_samples("test", 1)[0]
+    box = sample.boxes[0]
+    same = replace(sample, boxes=[tuple(v + 1e-4 for v in box)] + sample.boxes[1:])
+    moved = replace(sample, boxes=[(box[0] + 1.0, *box[1:])] + sample.boxes[1:])
+    region = replace(sample, regions={"pointing_game": [box]})
+    digest = ground_truth_digest(sample)
+    assert len(digest) == 12 and ground_truth_digest(same) == digest
+    assert len({digest, ground_truth_digest(moved), ground_truth_digest(region)}) == 3
 
 
 def test_a_changed_configuration_is_refused_without_force(tmp_path):
@@ -362,7 +380,6 @@ def test_paired_differences_resample_pairs_together():
 def test_mean_localisation_scores_average_every_sample_and_skip_undefined_ones():
     r"""The mean over all batches' samples of :func:`localisation_scores`; a
     sample without a box (undefined scores, NaN) is left out of the mean."""
-    from dataclasses import replace
 
     from captum_matex.baselines import AnatomyPriorOnly
     from captum_matex.evaluation.scoring import (

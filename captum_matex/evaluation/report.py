@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from captum_matex import registry
 
 #: Row fields that are not metrics.
-ROW_KEYS = ("sample", "method", "finding", "phrase", "laterality")
+ROW_KEYS = ("sample", "method", "finding", "phrase", "laterality", "truth")
 #: Metrics broken down by finding in ``results.md`` (BioViL's grounding trio):
 #: a mean over findings hides where a map wins (focal findings) and where the
 #: anatomical prior alone does (findings whose box is an anatomical region).

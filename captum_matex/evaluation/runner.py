@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 import math
 import os
 import time
@@ -298,7 +300,8 @@ class _MethodRunner:
         rows = []
         for i, sample in enumerate(batch.samples):
             row = {"sample": sample.id, "method": self.name, "finding": sample.finding,
-                   "phrase": sample.phrase, "laterality": sample.laterality}
+                   "phrase": sample.phrase, "laterality": sample.laterality,
+                   "truth": ground_truth_digest(sample)}
             row.update({name: _clean(values[i]) for name, values in scores.items()})
             row["seconds_per_sample"] = seconds
             rows.append(row)
@@ -313,27 +316,44 @@ def _done_keys(out: Path, config: dict) -> set[tuple[str, str]]:
     return {(r["sample"], r["method"]) for r in read_rows(sorted(out.glob("results.rank*.jsonl")), config)}
 
 
+def ground_truth_digest(sample: EvalSample) -> str:
+    r"""A short digest of what ``sample`` is scored against: its boxes and its
+    per-metric regions, to 0.01 pixel (so that rounding noise of another CPU
+    does not count as a change)."""
+    def rounded(boxes) -> list:
+        return [[round(float(v), 2) for v in box] for box in boxes]
+
+    truth = {"boxes": rounded(sample.boxes),
+             "regions": {name: rounded(boxes) for name, boxes in sorted(sample.regions.items())}}
+    return hashlib.sha256(json.dumps(truth, sort_keys=True).encode()).hexdigest()[:12]
+
+
 #: What a row records of its sample; a stored row whose record differs from
-#: the sample as it is drawn now was computed on other data.
-_SAMPLE_FIELDS = ("finding", "phrase", "laterality")
+#: the sample as it is drawn now was computed on other data. Rows written
+#: before ``"truth"`` was recorded are compared on the other fields.
+_SAMPLE_FIELDS = ("finding", "phrase", "laterality", "truth")
 
 
 def _discard_stale(out: Path, config: dict, samples: list[EvalSample]) -> None:
     r"""Remove, from every worker's file, the rows of samples that have
-    changed since they were scored (same id, another phrase, finding or
-    side: the data's generator or files changed), so that they are scored
-    again instead of being reported with the new samples."""
-    current = {s.id: tuple(getattr(s, f) for f in _SAMPLE_FIELDS) for s in samples}
+    changed since they were scored (same id, another phrase, finding, side
+    or ground truth: the data's generator or files changed), so that they
+    are scored again instead of being reported with the new samples."""
+    current = {s.id: {"finding": s.finding, "phrase": s.phrase, "laterality": s.laterality,
+                      "truth": ground_truth_digest(s)} for s in samples}
 
     def stale(row: dict) -> bool:
         drawn = current.get(row["sample"])
-        return drawn is not None and drawn != tuple(row.get(f) for f in _SAMPLE_FIELDS)
+        if drawn is None:
+            return False
+        recorded = [f for f in _SAMPLE_FIELDS if f != "truth" or "truth" in row]
+        return any(row.get(f) != drawn[f] for f in recorded)
 
     removed = sum(ResultsLog(path, config).discard(stale)
                   for path in sorted(out.glob("results.rank*.jsonl")))
     if removed:
         warnings.warn(f"benchmark: {removed} stored rows scored samples that have changed "
-                      "since (their phrase, finding or side differs); they are scored again",
+                      "since (their phrase, finding, side or boxes differ); they are scored again",
                       stacklevel=3)
 
 
@@ -361,11 +381,11 @@ def run_benchmark(
     in any worker's file is skipped, so a killed run resumes where it stopped
     and the finished result set equals an uninterrupted run's. Stored rows of
     samples that have changed since they were scored (another phrase,
-    finding or side under the same id) are removed, with a warning, and
-    scored again. Samples are
-    cut into fixed chunks of ``batch_size``, dealt round-robin to the
-    ``torchrun`` workers. Worker 0 then merges all files and writes
-    ``summary.json``, ``results.md`` and figures (:func:`write_report`).
+    finding, side or boxes under the same id) are removed, with a warning,
+    and scored again. Samples are cut into fixed chunks of ``batch_size``,
+    dealt round-robin to the ``torchrun`` workers. Worker 0 then merges all
+    files and writes ``summary.json``, ``results.md`` and figures
+    (:func:`write_report`).
 
     Args:
         config: the study.
