@@ -4,7 +4,8 @@ Findings of the chest phantom: where each one sits and how it changes the film.
 Each ``_add_<finding>(rng, an, layers, side, zone)`` draws one finding on one
 lung (``side``: 0 for the image left, the patient's right) by changing the
 density layers in place, and returns its pixel mask (or None), its size word
-and the lung zone it was drawn in (the phrase names that zone). :data:`_ADDERS` and :data:`_ZONES` list them and their lung zones.
+and the lung zone it was drawn in (the phrase names that zone).
+:data:`_ADDERS` and :data:`_ZONES` list them and their lung zones.
 """
 
 from __future__ import annotations

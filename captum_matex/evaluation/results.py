@@ -19,17 +19,17 @@ def _canonical(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=True)
 
 
-def _checksum(obj: Any) -> str:
+def checksum(obj: Any) -> str:
     return hashlib.sha256(_canonical(obj).encode()).hexdigest()[:16]
 
 
 def fingerprint(config: dict) -> str:
     r"""A short hash identifying a benchmark configuration."""
-    return _checksum(config)
+    return checksum(config)
 
 
 def _line(kind: str, payload: Any) -> str:
-    return _canonical({kind: payload, "sha": _checksum(payload)}) + "\n"
+    return _canonical({kind: payload, "sha": checksum(payload)}) + "\n"
 
 
 def _parse(line: str) -> tuple[str, Any] | None:
@@ -41,7 +41,7 @@ def _parse(line: str) -> tuple[str, Any] | None:
     if not isinstance(record, dict) or len(record) != 2 or "sha" not in record:
         return None
     kind = next(k for k in record if k != "sha")
-    if kind not in ("header", "row") or record["sha"] != _checksum(record[kind]):
+    if kind not in ("header", "row") or record["sha"] != checksum(record[kind]):
         return None
     return kind, record[kind]
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
 import math
 import os
 import time
@@ -19,7 +17,7 @@ from tqdm.auto import tqdm
 from captum_matex.data.geometry import prepare
 from captum_matex.evaluation.distributed import Worker, worker_from_env
 from captum_matex.evaluation.report import comparison_figure, save_figure, write_report
-from captum_matex.evaluation.results import ResultsFileError, ResultsLog, read_rows
+from captum_matex.evaluation.results import ResultsFileError, ResultsLog, checksum, read_rows
 from captum_matex.evaluation.robustness import SPLITS, RobustnessSplit
 from captum_matex.evaluation.samples import EvalSample, mscxr_samples, phantom_samples
 from captum_matex.evaluation.scoring import (
@@ -299,9 +297,7 @@ class _MethodRunner:
             scores.update(sanity_scores(maps, self._references(batch, phrases), self.sanity))
         rows = []
         for i, sample in enumerate(batch.samples):
-            row = {"sample": sample.id, "method": self.name, "finding": sample.finding,
-                   "phrase": sample.phrase, "laterality": sample.laterality,
-                   "truth": ground_truth_digest(sample)}
+            row = {"sample": sample.id, "method": self.name, **sample_record(sample)}
             row.update({name: _clean(values[i]) for name, values in scores.items()})
             row["seconds_per_sample"] = seconds
             rows.append(row)
@@ -325,29 +321,30 @@ def ground_truth_digest(sample: EvalSample) -> str:
 
     truth = {"boxes": rounded(sample.boxes),
              "regions": {name: rounded(boxes) for name, boxes in sorted(sample.regions.items())}}
-    return hashlib.sha256(json.dumps(truth, sort_keys=True).encode()).hexdigest()[:12]
+    return checksum(truth)[:12]
 
 
-#: What a row records of its sample; a stored row whose record differs from
-#: the sample as it is drawn now was computed on other data. Rows written
-#: before ``"truth"`` was recorded are compared on the other fields.
-_SAMPLE_FIELDS = ("finding", "phrase", "laterality", "truth")
+def sample_record(sample: EvalSample) -> dict:
+    r"""What each row records of its sample: finding, phrase, side and
+    :func:`ground_truth_digest`. A stored row whose record differs from the
+    sample as it is drawn now was computed on other data."""
+    return {"finding": sample.finding, "phrase": sample.phrase,
+            "laterality": sample.laterality, "truth": ground_truth_digest(sample)}
 
 
 def _discard_stale(out: Path, config: dict, samples: list[EvalSample]) -> None:
     r"""Remove, from every worker's file, the rows of samples that have
-    changed since they were scored (same id, another phrase, finding, side
-    or ground truth: the data's generator or files changed), so that they
-    are scored again instead of being reported with the new samples."""
-    current = {s.id: {"finding": s.finding, "phrase": s.phrase, "laterality": s.laterality,
-                      "truth": ground_truth_digest(s)} for s in samples}
+    changed since they were scored (same id, another :func:`sample_record`:
+    the data's generator or files changed), so that they are scored again
+    instead of being reported with the new samples. Rows written before
+    ``"truth"`` was recorded are compared on the other fields."""
+    current = {s.id: sample_record(s) for s in samples}
 
     def stale(row: dict) -> bool:
         drawn = current.get(row["sample"])
-        if drawn is None:
-            return False
-        recorded = [f for f in _SAMPLE_FIELDS if f != "truth" or "truth" in row]
-        return any(row.get(f) != drawn[f] for f in recorded)
+        return drawn is not None and any(
+            row.get(field) != value for field, value in drawn.items()
+            if field in row or field != "truth")
 
     removed = sum(ResultsLog(path, config).discard(stale)
                   for path in sorted(out.glob("results.rank*.jsonl")))
