@@ -38,6 +38,7 @@ __all__ = [
     "FINDING_REGIONS",
     "FINDING_WORDS",
     "LATERALITY_WORDS",
+    "LOBE_REGIONS",
     "LUNG_WORDS",
     "NEGATION_CUES",
     "REGIONS",
@@ -149,12 +150,26 @@ REGION_WORDS: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "lingular": ("mid zone", "lower zone"),
         "rul": ("upper zone",),
         "rml": ("mid zone",),
-        "rll": ("lower zone",),
+        "rll": ("mid zone", "lower zone"),
         "lul": ("upper zone",),
-        "lll": ("lower zone",),
+        "lll": ("mid zone", "lower zone"),
     }
 )
 r"""Token -> regions of :data:`REGIONS` it names (zones and structures)."""
+
+LOBE_REGIONS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "upper": ("upper zone",),
+        "middle": ("mid zone",),
+        "lower": ("mid zone", "lower zone"),
+    }
+)
+r"""Zone word before "lobe" -> the zones that lobe covers on a frontal film.
+A lower lobe reaches up to the hilum behind the upper lobe, so on a PA/AP
+film it projects over the mid as well as the lower zone ("left lower lobe
+opacity" may sit in the mid zone); "lower zone" names the lower band only."""
+
+_LOBE_TOKENS = frozenset({"lobe", "lobes", "lobar"})
 
 LUNG_WORDS: frozenset[str] = frozenset(
     {"lung", "lungs", "pulmonary", "hemithorax", "hemithoraces", "lobe", "lobes", "lobar"}
@@ -448,8 +463,10 @@ def parse_phrase(phrase: str) -> PhraseAnatomy:
     - laterality: left/right/lt/rt, one-letter "L"/"R" directly before a
       region word ("R apex"), bilateral/both, and words that imply a side or
       both (bibasilar, biapical, lingula, RUL/RML/RLL/LUL/LLL);
-    - zones: upper, mid/middle, lower (with or without "lobe"/"zone"); the
-      lingula is the left mid and lower zone;
+    - zones: upper, mid/middle, lower (with or without "zone"); a lobe names
+      the zones it projects over on a frontal film (:data:`LOBE_REGIONS`: a
+      lower lobe, also RLL/LLL, covers the mid and lower zones); the lingula
+      is the left mid and lower zone;
     - structures: apex/apical, base/basal/basilar, costophrenic (or CP)
       angle, hilum/hilar, perihilar/parahilar, retrocardiac, heart/cardiac
       silhouette/cardiomegaly, mediastinum/mediastinal, lateral/peripheral;
@@ -481,6 +498,9 @@ def parse_phrase(phrase: str) -> PhraseAnatomy:
     tokens = tokenize(phrase)
     side = _combine(_side_votes(tokens))
     regions = {region for token in tokens for region in REGION_WORDS.get(token, ())}
+    for token, after in zip(tokens, tokens[1:]):
+        if after in _LOBE_TOKENS:
+            regions.update(LOBE_REGIONS.get(token, ()))
     finding = next((FINDING_WORDS[token] for token in tokens if token in FINDING_WORDS), None)
     if not regions and finding is not None:
         default_side, default_regions = FINDING_REGIONS[finding]

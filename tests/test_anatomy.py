@@ -39,12 +39,12 @@ PARSE_TABLE = [
     ("Right pleural effusion", "right", ("base", "costophrenic angle"), "effusion"),
     ("bilateral pleural effusions", "bilateral", ("base", "costophrenic angle"), "effusion"),
     ("effusions in both bases", "bilateral", ("base",), "effusion"),
-    ("right and left lower lobe opacities", "bilateral", ("lower zone",), "opacity"),
+    ("right and left lower lobe opacities", "bilateral", ("mid zone", "lower zone"), "opacity"),
     ("left-sided consolidation", "left", ("lung",), "consolidation"),
     ("lt upper lobe nodule", "left", ("upper zone",), "nodule"),
     ("R apex", "right", ("apex",), None),
     ("right middle lobe pneumonia", "right", ("mid zone",), "pneumonia"),
-    ("RLL atelectasis", "right", ("lower zone",), "atelectasis"),
+    ("RLL atelectasis", "right", ("mid zone", "lower zone"), "atelectasis"),
     ("lingular opacity", "left", ("mid zone", "lower zone"), "opacity"),
     ("small right apical pneumothorax", "right", ("apex",), "pneumothorax"),
     ("left pneumothorax", "left", ("apex", "lateral periphery"), "pneumothorax"),
@@ -73,7 +73,7 @@ def test_parse_phrase_table(phrase, laterality, regions, finding) -> None:
 def test_explicit_region_overrides_finding_default() -> None:
     assert parse_phrase("right pneumothorax").regions == ("apex", "lateral periphery")
     assert parse_phrase("right basilar pneumothorax").regions == ("base",)
-    assert parse_phrase("left lower lobe effusion").regions == ("lower zone",)
+    assert parse_phrase("left lower zone effusion").regions == ("lower zone",)
     assert parse_phrase("perihilar consolidation").regions == ("perihilar",)
     # edema's bilateral default applies only with its default region
     assert parse_phrase("edema in the lower zones").laterality is None

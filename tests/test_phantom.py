@@ -217,3 +217,23 @@ def test_zone_of_inverts_the_zone_bands() -> None:
     # no room for a point this far inside the lung: the lung's centre, in its own zone
     x, y, drawn = _lung_point(rng, an, 0, "upper", an.lung_a)
     assert (x, y) == an.lung_center(0) and drawn == _zone_of(an, an.cy) == "mid"
+
+
+def test_every_zone_a_phrase_names_holds_its_finding() -> None:
+    # the generator words a mid-zone finding "lower lobe" (a lower lobe projects
+    # over the mid and lower zones of a frontal film): the phrase parser, which
+    # the anatomical prior reads, must then name the zone the finding lies in
+    from captum_matex.phrases import ZONES, parse_phrase
+
+    ds = PhantomCXR(split="test", seed=1, length=500)
+    named, lobes = 0, 0
+    for index in range(len(ds)):
+        for rec in ds[index].findings:
+            zones = [r for r in parse_phrase(rec.phrase).regions if r in ZONES]
+            if not zones:
+                continue
+            assert f"{rec.zone} zone" in zones, (index, rec.phrase, rec.zone)
+            named += 1
+            lobes += "lower lobe" in rec.phrase and rec.zone == "mid"
+    assert named >= 50
+    assert lobes >= 5  # the case the parser once missed occurs in these films

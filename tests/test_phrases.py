@@ -86,7 +86,7 @@ def test_tokenize_normalises_case_accents_and_hyphens() -> None:
     [
         ("small left pleural effusion", PhraseAnatomy("left", ("base", "costophrenic angle"), "effusion")),
         ("right basilar opacity", PhraseAnatomy("right", ("base",), "opacity")),
-        ("bilateral lower lobe atelectasis", PhraseAnatomy("bilateral", ("lower zone",), "atelectasis")),
+        ("bilateral lower lobe atelectasis", PhraseAnatomy("bilateral", ("mid zone", "lower zone"), "atelectasis")),
         ("R upper zone consolidation", PhraseAnatomy("right", ("upper zone",), "consolidation")),
         ("left-sided effusion", PhraseAnatomy("left", ("base", "costophrenic angle"), "effusion")),
         ("cardiomegaly", PhraseAnatomy(None, ("heart",), "cardiomegaly")),
