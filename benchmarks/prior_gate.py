@@ -21,6 +21,12 @@ steps, the default radius; ``0.05x2rnone``: no radius) from
     python benchmarks/prior_gate.py --model phantom-siglip --settings gated --alpha 0,0.25 \\
         --propagation none,0.05x2rnone,0.05x2
 
+(and ``--seed 2``), the layer-consistency temperature of an attention probe
+(:data:`captum_matex.matex.CONSISTENCY_TEMPERATURE`) from
+
+    python benchmarks/prior_gate.py --model phantom-siglip --settings gated \\
+        --consistency 0.05,0.1,0.2,0.5,1
+
 (and ``--seed 2``), and the prior floors on the results page from
 
     python benchmarks/prior_gate.py --settings "no prior,gated" --floor 0.5,0.25,0.1 \\
@@ -49,7 +55,13 @@ from captum_matex.matex import default_fusion
 from captum_matex.metrics import empty_side_peak
 from captum_matex.metrics.sanity import randomisation_spearman, randomized_model
 from captum_matex.phrases import swap_laterality
-from captum_matex.stages import AnatomicalPrior, FeatureAffinity, Fusion, PriorGate
+from captum_matex.stages import (
+    AnatomicalPrior,
+    FeatureAffinity,
+    Fusion,
+    LayerConsistency,
+    PriorGate,
+)
 from captum_matex.zoo import phantom_prior
 
 LOCALISATION = ["pointing_game", "miou", "cnr"]
@@ -120,6 +132,9 @@ def main() -> None:
     parser.add_argument("--floor", default="0.5",
                         help="comma-separated floors of the anatomical prior (lower: stronger prior)")
     parser.add_argument("--atlas", default="phantom", choices=("phantom", "generic"))
+    parser.add_argument("--consistency", default=None,
+                        help="comma-separated layer-consistency temperatures "
+                             "(default: MATEX's own for the model)")
     parser.add_argument("--propagation", default=None,
                         help="comma-separated evidence propagations, TEMPERATURExSTEPS[rRADIUS] "
                              "or 'none' (default: MATEX's own for the model)")
@@ -140,14 +155,18 @@ def main() -> None:
     variants = {"no prior": (None, None), "ungated": (prior, None), "gated": (prior, PriorGate())}
     floors = [float(f) for f in args.floor.split(",")]
     spreads = [None] if args.propagation is None else args.propagation.split(",")
-    settings = [(label, alpha, background, floor, spread)
-                for spread, alpha, background, label
-                in itertools.product(spreads, alphas, backgrounds, SETTINGS)
+    temperatures = [None] if args.consistency is None else [
+        float(t) for t in args.consistency.split(",")]
+    settings = [(label, alpha, background, floor, spread, temperature)
+                for temperature, spread, alpha, background, label
+                in itertools.product(temperatures, spreads, alphas, backgrounds, SETTINGS)
                 if label in chosen
                 for floor in (floors if variants[label][0] is not None else [None])]
-    for label, alpha, background, floor, spread in settings:
+    for label, alpha, background, floor, spread, temperature in settings:
         atlas, gate = variants[label]
         stages = {} if spread is None else {"propagation": propagation(spread)}
+        if temperature is not None:
+            stages["consistency"] = LayerConsistency(temperature=temperature)
 
         def build(net, alpha=alpha, background=background, floor=floor, atlas=atlas, gate=gate):
             fusion = Fusion(alpha=alpha, gate=gate, background=background,
@@ -159,6 +178,7 @@ def main() -> None:
                           "pairs": len(samples), "setting": label, "alpha": alpha,
                           "background": background, "atlas": args.atlas,
                           "floor": floor, "propagation": spread or "default",
+                          "consistency": temperature or "default",
                           "upsample": args.upsample or MATEX.default_upsample, **result}),
               flush=True)
 

@@ -185,6 +185,32 @@ EVIDENCE_BACKGROUND = {"class token": 0.5, "attention probe": 0.5, "decoder": No
 PROPAGATION = {"class token": True, "attention probe": True, "decoder": False}
 
 
+#: Temperature of :class:`~captum_matex.stages.LayerConsistency` (how sharply
+#: the layer-consistency map picks the blocks that agree most), by readout,
+#: chosen on the phantom validation films (``benchmarks/prior_gate.py
+#: --settings gated --consistency ...``, seeds 0 and 2, 300 pairs):
+#:
+#: - ``"class token"``: 0.05 (``benchmarks/tune_matex.py``: 0.05 > 0.1 > 0.5 at
+#:   every setting); the rollouts carry most of the fused evidence here.
+#: - ``"attention probe"``: 0.2; phantom SigLIP (fusion alpha 0: the
+#:   consistency map is all of its evidence), pointing game / mIoU / CNR /
+#:   randomisation Spearman at 0.05: 0.923 / 0.369 / 2.34 / 0.017 and 0.923 /
+#:   0.385 / 2.24 / 0.013; 0.1: 0.937 / 0.374 / 2.38 / 0.011 and 0.943 /
+#:   0.389 / 2.27 / 0.011; 0.2: 0.933 / 0.376 / 2.41 / 0.008 and 0.953 /
+#:   0.391 / 2.30 / 0.007; 0.5: 0.933 / 0.376 / 2.41 / 0.007 and 0.953 /
+#:   0.389 / 2.31 / 0.006; 1: 0.933 / 0.374 / 2.41 / 0.007 and 0.947 / 0.388 /
+#:   2.31 / 0.006. A probe reads every patch, so its evidence is spread over
+#:   the blocks that agree rather than drawn from the single most consistent one.
+#: - ``"decoder"``: 0.05 (not measured on this readout).
+CONSISTENCY_TEMPERATURE = {"class token": 0.05, "attention probe": 0.2, "decoder": 0.05}
+
+
+def default_consistency(adapter: VisionLanguageAdapter) -> LayerConsistency:
+    r"""MATEX's default layer consistency for ``adapter``'s readout
+    (:data:`CONSISTENCY_TEMPERATURE`)."""
+    return LayerConsistency(temperature=CONSISTENCY_TEMPERATURE[readout_kind(adapter)])
+
+
 def default_propagation(adapter: VisionLanguageAdapter) -> FeatureAffinity | None:
     r"""MATEX's default evidence propagation for ``adapter``'s readout
     (:data:`PROPAGATION`): a :class:`~captum_matex.stages.FeatureAffinity` or ``None``."""
@@ -247,7 +273,8 @@ class MATEX(Explainer):
         tokenizer: tokenizer or processor for text given as strings.
         attention: stage 1, default :class:`~captum_matex.stages.GradWeightedAttention`.
         rollout: stage 2, default :class:`~captum_matex.stages.MultiScaleRollout`.
-        consistency: stage 3, default :class:`~captum_matex.stages.LayerConsistency`.
+        consistency: stage 3, default :func:`default_consistency` (a
+            :class:`~captum_matex.stages.LayerConsistency` at the readout's temperature).
         propagation: stage 3', spreads the rollouts and the consistency map
             to patches the model represents alike; default
             :func:`default_propagation` (a :class:`~captum_matex.stages.FeatureAffinity`
@@ -312,7 +339,9 @@ class MATEX(Explainer):
         super().__init__(model, tokenizer, eval_mode=eval_mode, prompt=prompt, upsample=upsample)
         self.attention = GradWeightedAttention() if attention is DEFAULT else attention
         self.rollout = MultiScaleRollout() if rollout is DEFAULT else rollout
-        self.consistency = LayerConsistency() if consistency is DEFAULT else consistency
+        self.consistency = (
+            default_consistency(self.adapter) if consistency is DEFAULT else consistency
+        )
         self.propagation = (
             default_propagation(self.adapter) if propagation is DEFAULT else propagation
         )

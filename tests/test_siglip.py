@@ -156,6 +156,25 @@ def test_matex_fuses_with_the_alpha_measured_for_its_readout():
     assert (default - at_clip_alpha).abs().amax() > 1e-3
 
 
+def test_matex_weighs_the_layers_at_the_temperature_measured_for_its_readout():
+    from conftest import make_clip
+
+    from captum_matex.matex import CONSISTENCY_TEMPERATURE
+
+    siglip, clip = MATEX(make_siglip(), make_tokenizer()), MATEX(make_clip(), make_tokenizer())
+    probe = CONSISTENCY_TEMPERATURE["attention probe"]
+    assert siglip.consistency.temperature == probe
+    assert clip.consistency.temperature == CONSISTENCY_TEMPERATURE["class token"] == 0.05
+    assert probe != 0.05
+    # the temperature reaches the map: the probe model's map differs from one at CLIP's
+    images, phrases = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)), WORDS[:2]
+    default = siglip.attribute(images, (phrases,))
+    at_clip_temperature = MATEX(
+        make_siglip(), make_tokenizer(), consistency=LayerConsistency(temperature=0.05)
+    ).attribute(images, (phrases,))
+    assert (default - at_clip_temperature).abs().amax() > 1e-3
+
+
 def test_probe_relevance_starts_the_rollout_and_reads_each_block():
     model = make_siglip(1, layers=4)
     explainer = MATEX(model, TOKENIZER)
