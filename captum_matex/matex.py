@@ -187,20 +187,21 @@ PROPAGATION = {"class token": True, "attention probe": True, "decoder": False}
 
 #: Temperature of :class:`~captum_matex.stages.LayerConsistency` (how sharply
 #: the layer-consistency map picks the blocks that agree most), by readout,
-#: chosen on the phantom validation films (``benchmarks/prior_gate.py
-#: --settings gated --consistency ...``, seeds 0 and 2, 300 pairs):
+#: chosen on the phantom validation films:
 #:
 #: - ``"class token"``: 0.05 (``benchmarks/tune_matex.py``: 0.05 > 0.1 > 0.5 at
 #:   every setting); the rollouts carry most of the fused evidence here.
-#: - ``"attention probe"``: 0.2; phantom SigLIP (fusion alpha 0: the
+#: - ``"attention probe"``: 0.2 (``benchmarks/prior_gate.py --model
+#:   phantom-siglip --settings gated --consistency 0.05,0.1,0.2,0.5,1``, seeds
+#:   0 and 2, 300 pairs); phantom SigLIP (fusion alpha 0: the
 #:   consistency map is all of its evidence), pointing game / mIoU / CNR /
 #:   randomisation Spearman at 0.05: 0.923 / 0.369 / 2.34 / 0.017 and 0.923 /
 #:   0.385 / 2.24 / 0.013; 0.1: 0.937 / 0.374 / 2.38 / 0.011 and 0.943 /
 #:   0.389 / 2.27 / 0.011; 0.2: 0.933 / 0.376 / 2.41 / 0.008 and 0.953 /
 #:   0.391 / 2.30 / 0.007; 0.5: 0.933 / 0.376 / 2.41 / 0.007 and 0.953 /
 #:   0.389 / 2.31 / 0.006; 1: 0.933 / 0.374 / 2.41 / 0.007 and 0.947 / 0.388 /
-#:   2.31 / 0.006. A probe reads every patch, so its evidence is spread over
-#:   the blocks that agree rather than drawn from the single most consistent one.
+#:   2.31 / 0.006. At 0.2 the map averages the blocks that agree instead of
+#:   following the single most consistent one.
 #: - ``"decoder"``: 0.05 (not measured on this readout).
 CONSISTENCY_TEMPERATURE = {"class token": 0.05, "attention probe": 0.2, "decoder": 0.05}
 

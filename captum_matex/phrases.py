@@ -108,6 +108,20 @@ r"""Token -> laterality it states or implies (bibasilar, lingula, RUL, ...)."""
 
 _SINGLE_LETTER_SIDES = {"l": "left", "r": "right"}
 
+LOBE_REGIONS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "upper": ("upper zone",),
+        "middle": ("mid zone",),
+        "lower": ("mid zone", "lower zone"),
+    }
+)
+r"""Zone word before "lobe" -> the zones that lobe covers on a frontal film.
+A lower lobe reaches up to the hilum behind the upper lobe, so on a PA/AP
+film it projects over the mid as well as the lower zone ("left lower lobe
+opacity" may sit in the mid zone); "lower zone" names the lower band only."""
+
+_LOBE_TOKENS = frozenset({"lobe", "lobes", "lobar"})
+
 REGION_WORDS: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
         "upper": ("upper zone",),
@@ -148,28 +162,14 @@ REGION_WORDS: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "peripherally": ("lateral periphery",),
         "lingula": ("mid zone", "lower zone"),
         "lingular": ("mid zone", "lower zone"),
-        "rul": ("upper zone",),
-        "rml": ("mid zone",),
-        "rll": ("mid zone", "lower zone"),
-        "lul": ("upper zone",),
-        "lll": ("mid zone", "lower zone"),
+        "rul": LOBE_REGIONS["upper"],
+        "rml": LOBE_REGIONS["middle"],
+        "rll": LOBE_REGIONS["lower"],
+        "lul": LOBE_REGIONS["upper"],
+        "lll": LOBE_REGIONS["lower"],
     }
 )
 r"""Token -> regions of :data:`REGIONS` it names (zones and structures)."""
-
-LOBE_REGIONS: Mapping[str, tuple[str, ...]] = MappingProxyType(
-    {
-        "upper": ("upper zone",),
-        "middle": ("mid zone",),
-        "lower": ("mid zone", "lower zone"),
-    }
-)
-r"""Zone word before "lobe" -> the zones that lobe covers on a frontal film.
-A lower lobe reaches up to the hilum behind the upper lobe, so on a PA/AP
-film it projects over the mid as well as the lower zone ("left lower lobe
-opacity" may sit in the mid zone); "lower zone" names the lower band only."""
-
-_LOBE_TOKENS = frozenset({"lobe", "lobes", "lobar"})
 
 LUNG_WORDS: frozenset[str] = frozenset(
     {"lung", "lungs", "pulmonary", "hemithorax", "hemithoraces", "lobe", "lobes", "lobar"}

@@ -54,6 +54,8 @@ class LayerConsistency:
             blocks, large values average all blocks. The default 0.05 was
             chosen on the phantom validation split
             (``benchmarks/tune_matex.py``; 0.05 > 0.1 > 0.5 at every setting).
+            :class:`~captum_matex.MATEX` picks its own by readout
+            (:data:`~captum_matex.matex.CONSISTENCY_TEMPERATURE`).
         first_layer: ignore blocks before this index (early blocks mostly
             attend locally).
     """
