@@ -203,6 +203,34 @@ def test_rows_of_changed_samples_are_scored_again_on_resume(tmp_path):
                 assert again[name] == pytest.approx(row[name], rel=1e-6, abs=1e-9)
 
 
+def test_rescore_scores_the_named_methods_again_and_keeps_the_others(tmp_path, capsys):
+    # a resume cannot see a change to a method's code; --rescore names the
+    # methods to score again: their tampered rows come back as computed, the
+    # other method's tampered rows stay as stored
+    config = BenchmarkConfig(limit=3, methods=["chefer", "prior_only"], sanity=False,
+                             faithfulness=False)
+    run_benchmark(config, tmp_path, progress=False)
+    log = ResultsLog(tmp_path / "results.rank0.jsonl", config.settings())
+    stored = list(log.rows)
+    log.discard(lambda row: True)
+    log.append([{**row, "miou": -1.0} for row in stored])
+    args = ["benchmark", "--limit", "3", "--methods", "chefer,prior_only", "--no-sanity",
+            "--no-faithfulness", "--no-progress", "--out", str(tmp_path), "--rescore", "chefer"]
+    assert main(args) == 0
+    by_key = {(r["sample"], r["method"]): r
+              for r in read_rows([tmp_path / "results.rank0.jsonl"], config.settings())}
+    assert len(by_key) == len(stored) == 6
+    for row in stored:
+        again = by_key[row["sample"], row["method"]]
+        if row["method"] == "prior_only":
+            assert again["miou"] == -1.0
+        else:  # the same film, batch and phrase as the first time
+            assert again["miou"] == pytest.approx(row["miou"], rel=1e-6, abs=1e-9)
+            assert row["miou"] >= 0
+    assert main(args[:-1] + ["rollout"]) == 2
+    assert "cannot rescore rollout: not among the study's methods" in capsys.readouterr().err
+
+
 def test_the_ground_truth_digest_follows_the_boxes_to_a_hundredth_of_a_pixel():
     from captum_matex.evaluation.runner import ground_truth_digest
 

@@ -77,6 +77,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         help="chest atlas of the anatomical prior (default auto: the phantom "
                         "atlas on the phantom, the generic one otherwise)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rescore", type=_names, default=[],
+                        help="comma-separated methods of the study to score again on every "
+                        "sample when resuming, e.g. after changing their code (a resumed study "
+                        "sees changed data, not changed code)")
     parser.add_argument("--out", default="matex_benchmark", help="output folder")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     parser.add_argument("--force", action="store_true",
@@ -116,7 +120,7 @@ def benchmark(args: argparse.Namespace) -> dict | None:
         )
         with quiet_third_party(args.verbose):
             summary = run_benchmark(config, args.out, args.device, args.force,
-                                    not args.no_progress)
+                                    not args.no_progress, args.rescore)
     except (ResultsFileError, BenchmarkError, MSCXRError, ImageReadError, ModelLoadError) as exc:
         raise CLIError(str(exc)) from exc
     if summary is not None:

@@ -9,7 +9,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -354,6 +354,14 @@ def _discard_stale(out: Path, config: dict, samples: list[EvalSample]) -> None:
                       stacklevel=3)
 
 
+def _discard_methods(out: Path, config: dict, names: Sequence[str]) -> None:
+    r"""Remove, from every worker's file, the rows of the methods ``names``."""
+    if names:
+        chosen = set(names)
+        for path in sorted(out.glob("results.rank*.jsonl")):
+            ResultsLog(path, config).discard(lambda row: row["method"] in chosen)
+
+
 def _set_aside_foreign(out: Path, config: dict, keep: Path) -> None:
     for path in sorted(out.glob("results.rank*.jsonl")):
         if path == keep:
@@ -370,6 +378,7 @@ def run_benchmark(
     device: str = "cpu",
     force: bool = False,
     progress: bool = True,
+    rescore: Sequence[str] = (),
 ) -> dict | None:
     r"""Run (or resume) a comparative study and write its report.
 
@@ -392,6 +401,10 @@ def run_benchmark(
         force: set aside (as ``*.bak``) damaged or foreign results files
             instead of refusing to run.
         progress: show a progress bar.
+        rescore: methods of the study whose stored rows are removed and
+            scored again on every sample. A resumed study sees changed data,
+            not changed code: after a change to a method (or to a default it
+            reads), name it here.
 
     Returns:
         The summary on worker 0, ``None`` on other workers.
@@ -399,8 +412,13 @@ def run_benchmark(
     Raises:
         ResultsFileError: ``out`` holds damaged results or another study's,
             and ``force`` is not given.
+        BenchmarkError: a ``rescore`` method is not one of the study's.
     """
     _check_methods(config.methods)
+    outside = sorted(set(rescore) - set(config.methods))
+    if outside:
+        raise BenchmarkError(f"cannot rescore {', '.join(outside)}: not among the study's "
+                             f"methods ({', '.join(config.methods)})")
     settings = config.settings()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -415,6 +433,7 @@ def run_benchmark(
         samples = config.samples()
         if worker.is_main:
             _discard_stale(out, settings, samples)
+            _discard_methods(out, settings, rescore)
         worker.barrier()
         done = _done_keys(out, settings)
         worker.barrier()
