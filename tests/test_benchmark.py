@@ -147,6 +147,36 @@ def test_report_breaks_the_grounding_metrics_down_by_finding(tmp_path):
     assert "| matex | 1.500 | 2.500 |" in sections["cnr by finding (higher is better)"]
 
 
+def test_randomisation_draws_average_each_pair_over_several_randomised_models(tmp_path):
+    from captum_matex.evaluation import BenchmarkError
+    from captum_matex.metrics import randomisation_spearman, randomized_model
+
+    config = BenchmarkConfig(limit=3, methods=["rollout"], faithfulness=False, seed=4,
+                             randomisation_draws=2, metrics=["randomisation_spearman"])
+    assert config.settings()["randomisation_draws"] == 2
+    assert "randomisation_draws" not in BenchmarkConfig(limit=3).settings()  # old studies resume
+    run_benchmark(config, tmp_path, progress=False)
+    rows = {r["sample"]: r["randomisation_spearman"] for r in _rows(tmp_path)}
+    # by hand: the same maps against the randomised models of seeds 4 and 5
+    model, processor = phantom_clip()
+    samples = phantom_samples("test", 3, seed=4)
+    pixels, _ = prepare([s.load() for s in samples], processor)
+    phrases = [s.phrase for s in samples]
+
+    def maps(net):
+        return config.build("rollout", net, processor).attribute(pixels, (phrases,),
+                                                                 output="pixel").detach()
+
+    trained = maps(model)
+    draws = [randomisation_spearman(trained, maps(randomized_model(model, seed=seed)))
+             for seed in (4, 5)]
+    assert not torch.allclose(draws[0], draws[1])  # two draws, two randomised models
+    for i, sample in enumerate(samples):
+        assert rows[sample.id] == pytest.approx(float(draws[0][i] + draws[1][i]) / 2, abs=1e-6)
+    with pytest.raises(BenchmarkError, match="randomisation_draws must be at least 1"):
+        BenchmarkConfig(randomisation_draws=0)
+
+
 def test_rows_do_not_depend_on_resumes(tmp_path):
     config = BenchmarkConfig(**SMALL, sanity=False)
     run_benchmark(config, tmp_path / "full", progress=False)

@@ -73,6 +73,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         help="steps of the deletion / insertion curves (default: 16)")
     parser.add_argument("--no-sanity", action="store_true",
                         help="skip model randomisation and prompt sensitivity")
+    parser.add_argument("--randomisation-draws", type=int, default=1,
+                        help="randomised models the model-randomisation check draws (seeds "
+                        "--seed, --seed + 1, ...); each pair's value is their mean (default: 1)")
     parser.add_argument("--atlas", choices=["auto", "generic", "phantom"], default="auto",
                         help="chest atlas of the anatomical prior (default auto: the phantom "
                         "atlas on the phantom, the generic one otherwise)")
@@ -117,6 +120,7 @@ def benchmark(args: argparse.Namespace) -> dict | None:
             curve_steps=args.curve_steps, sanity=not args.no_sanity, seed=args.seed,
             method_kwargs=args.method_kwargs,
             atlas=args.atlas, metrics=args.metrics,
+            randomisation_draws=args.randomisation_draws,
         )
         with quiet_third_party(args.verbose):
             summary = run_benchmark(config, args.out, args.device, args.force,

@@ -85,6 +85,11 @@ class BenchmarkConfig:
         metrics: registered metric names to score (:data:`captum_matex.registry.metrics`);
             ``None``: every metric whose ``benchmark`` is ``"default"``. Either
             way ``faithfulness`` and ``sanity`` switch their categories off.
+        randomisation_draws: randomised models the model-randomisation check
+            draws (:func:`~captum_matex.metrics.randomized_model` with seeds
+            ``seed``, ``seed + 1``, ...); each pair's value is the mean over
+            the draws. One draw's score moves with the draw more than the
+            pairs' interval shows (see the docs' results page).
 
     Raises:
         BenchmarkError: ``split`` is not a split of ``dataset``.
@@ -106,8 +111,12 @@ class BenchmarkConfig:
     method_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
     atlas: str = "auto"
     metrics: list[str] | None = None
+    randomisation_draws: int = 1
 
     def __post_init__(self) -> None:
+        if self.randomisation_draws < 1:
+            raise BenchmarkError(
+                f"randomisation_draws must be at least 1, got {self.randomisation_draws}")
         if self.dataset == "phantom" and self.split not in PHANTOM_SPLITS + tuple(SPLITS):
             raise BenchmarkError(
                 f"unknown phantom split {self.split!r}; choose {', '.join(PHANTOM_SPLITS)} or a "
@@ -174,8 +183,8 @@ class BenchmarkConfig:
         r"""The configuration that identifies the study's results (its fingerprint).
 
         ``metrics`` is resolved to names and left out when it equals the
-        built-in default set, so studies started before metrics could be
-        chosen resume.
+        built-in default set, and ``randomisation_draws`` when it is 1, so
+        studies started before either could be chosen resume.
 
         Returns:
             dict: JSON-ready settings.
@@ -186,6 +195,8 @@ class BenchmarkConfig:
                    if e.origin == BUILT_IN and e.obj.benchmark == "default"]
         if settings["metrics"] == self._chosen_metrics(builtin):
             del settings["metrics"]
+        if self.randomisation_draws == 1:
+            del settings["randomisation_draws"]
         return settings
 
     def _atlas(self) -> str:
@@ -252,15 +263,14 @@ def _check_methods(names: list[str]) -> None:
 
 
 class _MethodRunner:
-    r"""One method on the trained model (and on its randomised copy for the
+    r"""One method on the trained model (and on its randomised copies for the
     sanity check), scoring batches."""
 
-    def __init__(self, name: str, model, processor, config: BenchmarkConfig, randomised) -> None:
+    def __init__(self, name: str, model, processor, config: BenchmarkConfig,
+                 randomised: list) -> None:
         self.name = name
         self.explainer = config.build(name, model, processor)
-        self.random_explainer = (
-            config.build(name, randomised, processor) if randomised is not None else None
-        )
+        self.random_explainers = [config.build(name, net, processor) for net in randomised]
         self.config = config
         self.localisation = config.metric_names("localisation")
         self.faithfulness = config.metric_names("faithfulness")
@@ -278,7 +288,8 @@ class _MethodRunner:
             swapped = [swapped_phrase(p) for p in phrases]
             references["swapped"] = self._maps(self.explainer, batch.pixels, swapped)
         if "randomised" in self.compares:
-            references["randomised"] = self._maps(self.random_explainer, batch.pixels, phrases)
+            references["randomised"] = [self._maps(explainer, batch.pixels, phrases)
+                                        for explainer in self.random_explainers]
         return references
 
     def score(self, batch: BatchInputs) -> list[dict]:
@@ -483,11 +494,12 @@ def _run_shard(config: BenchmarkConfig, samples: list[EvalSample], worker: Worke
     work = [(chunk, names) for chunk, names in work if names]
     if not work:
         return
-    randomised = None
+    randomised = []
     if any(metrics.get(n).compares == "randomised" for n in config.metric_names("sanity")):
         from captum_matex.metrics import randomized_model
 
-        randomised = randomized_model(model, seed=config.seed)
+        randomised = [randomized_model(model, seed=config.seed + draw)
+                      for draw in range(config.randomisation_draws)]
     forward = SimilarityForward(model, processor)
     runners: dict[str, _MethodRunner] = {}
     bar = tqdm(total=sum(len(c) * len(names) for c, names in work),

@@ -188,15 +188,18 @@ def faithfulness_scores(
 
 
 def sanity_scores(
-    maps: Tensor, references: Mapping[str, Tensor], names: Sequence[str]
+    maps: Tensor, references: Mapping[str, Tensor | Sequence[Tensor]], names: Sequence[str]
 ) -> dict[str, list[float]]:
     r"""Sanity metrics on the model-input grid: each compares the maps with the
     reference maps its :attr:`~captum_matex.registry.MetricInfo.compares` names.
 
     Args:
         maps (Tensor): ``(B, 1, H, W)`` maps of the method.
-        references (Mapping[str, Tensor]): ``"randomised"`` (the method on a
-            randomised model) and ``"swapped"`` (for the swapped phrases) maps.
+        references (Mapping[str, Tensor or Sequence[Tensor]]): ``"randomised"``
+            (the method on a randomised model) and ``"swapped"`` (for the
+            swapped phrases) maps; a sequence of maps (e.g. one per random
+            draw) gives each sample the mean of its values over them (NaNs
+            left out).
         names (Sequence[str]): Registered sanity metrics to score.
 
     Returns:
@@ -205,5 +208,10 @@ def sanity_scores(
     scores = {}
     for name in names:
         info = metrics.get(name)
-        scores[name] = info.fn(maps, references[info.compares]).tolist()
+        reference = references[info.compares]
+        if isinstance(reference, Tensor):
+            scores[name] = info.fn(maps, reference).tolist()
+        else:
+            values = torch.stack([info.fn(maps, r).double() for r in reference])
+            scores[name] = values.nanmean(0).tolist()
     return scores
