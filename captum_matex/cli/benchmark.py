@@ -75,7 +75,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         help="skip model randomisation and prompt sensitivity")
     parser.add_argument("--randomisation-draws", type=int, default=1,
                         help="randomised models the model-randomisation check draws (seeds "
-                        "--seed, --seed + 1, ...); each pair's value is their mean (default: 1)")
+                        "--seed, --seed + 1, ...; each a copy of the model in memory); each "
+                        "pair's value is their mean (default: 1)")
     parser.add_argument("--atlas", choices=["auto", "generic", "phantom"], default="auto",
                         help="chest atlas of the anatomical prior (default auto: the phantom "
                         "atlas on the phantom, the generic one otherwise)")
@@ -83,7 +84,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--rescore", type=_names, default=[],
                         help="comma-separated methods of the study to score again on every "
                         "sample when resuming, e.g. after changing their code (a resumed study "
-                        "sees changed data, not changed code)")
+                        "sees changed data, not changed code); to resume an interrupted "
+                        "rescoring, rerun without it")
     parser.add_argument("--out", default="matex_benchmark", help="output folder")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     parser.add_argument("--force", action="store_true",

@@ -87,8 +87,9 @@ class BenchmarkConfig:
             way ``faithfulness`` and ``sanity`` switch their categories off.
         randomisation_draws: randomised models the model-randomisation check
             draws (:func:`~captum_matex.metrics.randomized_model` with seeds
-            ``seed``, ``seed + 1``, ...); each pair's value is the mean over
-            the draws. One draw's score moves with the draw more than the
+            ``seed``, ``seed + 1``, ...; each a copy of the model, held in
+            memory for the whole run); each pair's value is the mean over the
+            draws. One draw's score moves with the draw more than the
             pairs' interval shows (see the docs' results page).
 
     Raises:
@@ -415,7 +416,8 @@ def run_benchmark(
         rescore: methods of the study whose stored rows are removed and
             scored again on every sample. A resumed study sees changed data,
             not changed code: after a change to a method (or to a default it
-            reads), name it here.
+            reads), name it here; to resume an interrupted rescoring, leave
+            it out (each call scores the named methods again from scratch).
 
     Returns:
         The summary on worker 0, ``None`` on other workers.
