@@ -177,6 +177,16 @@ def test_randomisation_draws_average_each_pair_over_several_randomised_models(tm
         BenchmarkConfig(randomisation_draws=0)
 
 
+def test_a_limit_beyond_the_default_films_reads_further_films_and_keeps_the_first():
+    default = phantom_samples("test", None, seed=4)  # the first 1000 films, normal ones dropped
+    assert 800 < len(default) < 1000
+    more = phantom_samples("test", len(default) + 20, seed=4)
+    assert len(more) == len(default) + 20
+    assert [s.id for s in more[:len(default)]] == [s.id for s in default]
+    assert [s.boxes for s in more[:len(default)]] == [s.boxes for s in default]
+    assert int(more[-1].id.rsplit("-", 1)[1]) >= 1000  # a film the default never reads
+
+
 def test_rows_do_not_depend_on_resumes(tmp_path):
     config = BenchmarkConfig(**SMALL, sanity=False)
     run_benchmark(config, tmp_path / "full", progress=False)

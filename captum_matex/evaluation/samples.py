@@ -45,10 +45,14 @@ def phantom_samples(split: str = "test", limit: int | None = None, seed: int = 0
 
     Args:
         split: ``"train"``, ``"val"`` or ``"test"``.
-        limit: keep the first ``limit`` samples with a finding.
+        limit: keep the first ``limit`` samples with a finding, reading as
+            many films as that takes (``None``: those of the split's default
+            1000 films). The first films are the same for every limit.
         seed: the phantom's seed.
     """
-    films = phantom_films(split, seed)
+    from captum_matex.data.phantom import MAX_LENGTH
+
+    films = phantom_films(split, seed) if limit is None else phantom_films(split, seed, length=MAX_LENGTH)
     return [phantom_sample(f"phantom-{split}-{seed}-{index}", sample, f"phantom:{split}:{index}")
             for index, sample in islice(films, limit)]
 
