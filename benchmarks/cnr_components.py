@@ -1,10 +1,14 @@
-"""What a method's CNR is made of: the map's mean and spread inside and outside the boxes.
+"""What a method's CNR and mIoU are made of: the map inside and outside the boxes.
 
 CNR (:func:`captum_matex.metrics.cnr`) is
-:math:`|\\mu_{in} - \\mu_{out}| / \\sqrt{\\sigma^2_{in} + \\sigma^2_{out}}`. For each
-method this prints one JSON line per finding and one for all pairs, with the
-means over pairs of the four parts (each pair's map min-max normalised first,
-which leaves its CNR unchanged) and of the CNR itself, on phantom films::
+:math:`|\\mu_{in} - \\mu_{out}| / \\sqrt{\\sigma^2_{in} + \\sigma^2_{out}}`; mIoU
+(:func:`captum_matex.metrics.miou`) thresholds the map at each ``t`` of
+``MIOU_THRESHOLDS``, and its IoU at ``t`` is set by the share of the box
+above ``t`` (``box_t``) and the share of the map above ``t`` that lies in the
+box (``map_t``). For each method this prints one JSON line per finding and
+one for all pairs, with the means over pairs of these parts (each pair's map
+min-max normalised first, which leaves its CNR unchanged) and of the CNR
+itself, on phantom films::
 
     python benchmarks/cnr_components.py --split val --seed 0 --limit 200 \\
         --methods matex,matex_no_anatomy
@@ -24,18 +28,27 @@ from captum_matex.evaluation import BenchmarkConfig, phantom_samples
 from captum_matex.evaluation.scoring import prepared_batches
 from captum_matex.loading import load_model
 from captum_matex.metrics import boxes_to_mask, cnr, minmax_normalize
+from captum_matex.metrics.localisation import MIOU_THRESHOLDS
 
-PARTS = ("mu_in", "mu_out", "sd_in", "sd_out", "cnr")
+PARTS = ("mu_in", "mu_out", "sd_in", "sd_out", "cnr",
+         *(f"{share}_{t:g}" for t in MIOU_THRESHOLDS for share in ("box", "map")))
 
 
 def components(heat: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
-    r"""The parts of the CNR of one ``(H, W)`` map against its ``(H, W)`` bool mask."""
+    r"""The parts of the CNR and mIoU of one ``(H, W)`` map against its ``(H, W)``
+    bool mask (``map_t`` is NaN where no pixel is above ``t``)."""
     heat = minmax_normalize(heat.double()[None])[0]
     inside, outside = heat[mask], heat[~mask]
-    return {"mu_in": float(inside.mean()), "mu_out": float(outside.mean()),
-            "sd_in": float(inside.std(unbiased=False)),
-            "sd_out": float(outside.std(unbiased=False)),
-            "cnr": float(cnr(heat[None], mask[None])[0])}
+    parts = {"mu_in": float(inside.mean()), "mu_out": float(outside.mean()),
+             "sd_in": float(inside.std(unbiased=False)),
+             "sd_out": float(outside.std(unbiased=False)),
+             "cnr": float(cnr(heat[None], mask[None])[0])}
+    for t in MIOU_THRESHOLDS:
+        above = heat > t
+        hits = float((above & mask).sum())
+        parts[f"box_{t:g}"] = hits / float(mask.sum())
+        parts[f"map_{t:g}"] = hits / float(above.sum()) if above.any() else float("nan")
+    return parts
 
 
 def main() -> None:
