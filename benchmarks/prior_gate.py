@@ -21,10 +21,12 @@ steps, the default radius; ``0.05x2rnone``: no radius) from
     python benchmarks/prior_gate.py --model phantom-siglip --settings gated --alpha 0,0.25 \\
         --propagation none,0.05x2rnone,0.05x2
 
-(and ``--seed 2``), the layer-consistency temperature of an attention probe
-(:data:`captum_matex.matex.CONSISTENCY_TEMPERATURE`) from
+(and ``--seed 2``), the layer-consistency temperatures of an attention probe
+and of a decoder (:data:`captum_matex.matex.CONSISTENCY_TEMPERATURE`) from
 
     python benchmarks/prior_gate.py --model phantom-siglip --settings gated \\
+        --consistency 0.05,0.1,0.2,0.5,1
+    python benchmarks/prior_gate.py --model phantom-llava --settings ungated \\
         --consistency 0.05,0.1,0.2,0.5,1
 
 (and ``--seed 2``), and the prior floors on the results page from
