@@ -18,19 +18,15 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from captum_matex.evaluation.results import read_rows
+from captum_matex.evaluation.results import read_study
 
 
 def discordant(study: Path, first: str, second: str, metric: str) -> list[dict]:
     r"""Per finding (and ``"all"``): the pairs both methods scored, and on how
     many ``first``'s ``metric`` is above (``wins``) or below (``losses``)
     ``second``'s."""
-    paths = sorted(study.glob("results.rank*.jsonl"))
-    if not paths:
-        raise FileNotFoundError(f"no results.rank*.jsonl in {study}")
-    config = json.loads(paths[0].open().readline())["header"]["config"]
     values: dict[str, dict[str, tuple[str, float]]] = {first: {}, second: {}}
-    for row in read_rows(paths, config):
+    for row in read_study(study):
         if row["method"] in values and row.get(metric) is not None:
             values[row["method"]][row["sample"]] = (row["finding"], float(row[metric]))
     counts: dict[str, Counter] = {}

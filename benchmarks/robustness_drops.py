@@ -15,13 +15,12 @@ together, as a Markdown table::
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
 from captum_matex.evaluation.report import bootstrap_interval
-from captum_matex.evaluation.results import read_rows
+from captum_matex.evaluation.results import read_study
 
 SPLITS = ("geometry", "paraphrase", "markers")
 
@@ -29,10 +28,8 @@ SPLITS = ("geometry", "paraphrase", "markers")
 def film_scores(study: Path, metric: str) -> dict[str, dict[str, float]]:
     r"""``{method: {film: value}}`` of one study folder; a film is its sample
     id without the split's name (``phantom-geometry-1-7`` -> ``1-7``)."""
-    paths = sorted(study.glob("results.rank*.jsonl"))
-    config = json.loads(paths[0].open().readline())["header"]["config"]
     scores: dict[str, dict[str, float]] = {}
-    for row in read_rows(paths, config):
+    for row in read_study(study):
         value = row.get(metric)
         if value is not None:
             film = row["sample"].split("-", 2)[2]

@@ -24,7 +24,7 @@ from captum_matex.data import PhantomCXR
 from captum_matex.data.geometry import prepare
 from captum_matex.evaluation import BenchmarkConfig, ResultsFileError, ResultsLog, run_benchmark
 from captum_matex.evaluation.report import write_report
-from captum_matex.evaluation.results import read_rows
+from captum_matex.evaluation.results import read_rows, read_study
 from captum_matex.evaluation.samples import phantom_samples
 from captum_matex.zoo import phantom_clip
 
@@ -98,6 +98,23 @@ def test_read_only_log_never_writes(tmp_path):
 # the study
 # --------------------------------------------------------------------------
 SMALL = dict(limit=6, batch_size=4, methods=["matex", "chefer", "prior_only"])
+
+
+def test_a_stored_study_reads_back_with_the_configuration_of_its_header(tmp_path):
+    run_benchmark(BenchmarkConfig(limit=3, methods=["rollout", "prior_only"], sanity=False,
+                                  faithfulness=False), tmp_path / "study", progress=False)
+    rows = read_study(tmp_path / "study")
+    assert len(rows) == 6
+    assert sorted(({k: v for k, v in r.items() if k != "seconds_per_sample"} for r in rows),
+                  key=lambda r: (r["method"], r["sample"])) == _rows(tmp_path / "study")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ResultsFileError, match="holds no"):
+        read_study(tmp_path / "empty")
+    (tmp_path / "damaged").mkdir()
+    log = (tmp_path / "study" / "results.rank0.jsonl").read_text().splitlines(keepends=True)
+    (tmp_path / "damaged" / "results.rank0.jsonl").write_text("{}\n" + "".join(log[1:]))
+    with pytest.raises(ResultsFileError, match="header is damaged"):
+        read_study(tmp_path / "damaged")
 
 
 def test_benchmark_scores_every_pair_and_writes_the_report(tmp_path):

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import runpy
 from pathlib import Path
 
 from captum_matex.evaluation import BenchmarkConfig, run_benchmark
-from captum_matex.evaluation.results import read_rows
+from captum_matex.evaluation.results import read_study
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "discordant_pairs.py"
 
@@ -18,9 +17,7 @@ def test_wins_and_losses_are_counted_per_pair_and_finding(tmp_path):
                                   faithfulness=False), tmp_path, progress=False)
     records = runpy.run_path(str(SCRIPT))["discordant"](tmp_path, "rollout", "prior_only",
                                                          "pointing_game")
-    paths = sorted(tmp_path.glob("results.rank*.jsonl"))
-    config = json.loads(paths[0].open().readline())["header"]["config"]
-    rows = read_rows(paths, config)
+    rows = read_study(tmp_path)
     score = {(r["method"], r["sample"]): r["pointing_game"] for r in rows}
     finding = {r["sample"]: r["finding"] for r in rows}
     samples = sorted(finding)

@@ -165,3 +165,27 @@ def read_rows(paths: Iterable[str | Path], config: dict) -> list[dict]:
                 seen.add(key)
                 rows.append(row)
     return rows
+
+
+def study_logs(folder: str | Path) -> list[Path]:
+    r"""The workers' logs of the study in ``folder`` (``results.rank*.jsonl``), sorted."""
+    return sorted(Path(folder).glob("results.rank*.jsonl"))
+
+
+def read_study(folder: str | Path) -> list[dict]:
+    r"""The rows of the study in ``folder``, read with the configuration its
+    first log's header records (so any stored study can be read back without
+    rebuilding its configuration).
+
+    Raises:
+        ResultsFileError: ``folder`` holds no log, or the first log's header is
+            damaged.
+    """
+    logs = study_logs(folder)
+    if not logs:
+        raise ResultsFileError(f"{folder} holds no results.rank*.jsonl")
+    with logs[0].open() as handle:
+        header = _parse(handle.readline())
+    if header is None or header[0] != "header":
+        raise ResultsFileError(f"{logs[0]}: the header is damaged or missing")
+    return read_rows(logs, header[1]["config"])

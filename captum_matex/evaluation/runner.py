@@ -17,7 +17,13 @@ from tqdm.auto import tqdm
 from captum_matex.data.geometry import prepare
 from captum_matex.evaluation.distributed import Worker, worker_from_env
 from captum_matex.evaluation.report import comparison_figure, save_figure, write_report
-from captum_matex.evaluation.results import ResultsFileError, ResultsLog, checksum, read_rows
+from captum_matex.evaluation.results import (
+    ResultsFileError,
+    ResultsLog,
+    checksum,
+    read_rows,
+    study_logs,
+)
 from captum_matex.evaluation.robustness import SPLITS, RobustnessSplit
 from captum_matex.evaluation.samples import EvalSample, mscxr_samples, phantom_samples
 from captum_matex.evaluation.scoring import (
@@ -321,7 +327,7 @@ def _clean(value: float) -> float | None:
 
 
 def _done_keys(out: Path, config: dict) -> set[tuple[str, str]]:
-    return {(r["sample"], r["method"]) for r in read_rows(sorted(out.glob("results.rank*.jsonl")), config)}
+    return {(r["sample"], r["method"]) for r in read_rows(study_logs(out), config)}
 
 
 def ground_truth_digest(sample: EvalSample) -> str:
@@ -359,7 +365,7 @@ def _discard_stale(out: Path, config: dict, samples: list[EvalSample]) -> None:
             if field in row or field != "truth")
 
     removed = sum(ResultsLog(path, config).discard(stale)
-                  for path in sorted(out.glob("results.rank*.jsonl")))
+                  for path in study_logs(out))
     if removed:
         warnings.warn(f"benchmark: {removed} stored rows scored samples that have changed "
                       "since (their phrase, finding, side or boxes differ); they are scored again",
@@ -370,12 +376,12 @@ def _discard_methods(out: Path, config: dict, names: Sequence[str]) -> None:
     r"""Remove, from every worker's file, the rows of the methods ``names``."""
     if names:
         chosen = set(names)
-        for path in sorted(out.glob("results.rank*.jsonl")):
+        for path in study_logs(out):
             ResultsLog(path, config).discard(lambda row: row["method"] in chosen)
 
 
 def _set_aside_foreign(out: Path, config: dict, keep: Path) -> None:
-    for path in sorted(out.glob("results.rank*.jsonl")):
+    for path in study_logs(out):
         if path == keep:
             continue
         try:
@@ -455,7 +461,7 @@ def run_benchmark(
         worker.barrier()
         if not worker.is_main:
             return None
-        rows = read_rows(sorted(out.glob("results.rank*.jsonl")), settings)
+        rows = read_rows(study_logs(out), settings)
         split = config.robustness_split()
         if split is not None:
             rows = split.columns(rows)  # scores over several rows (a film's two phrases)

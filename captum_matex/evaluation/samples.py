@@ -52,7 +52,8 @@ def phantom_samples(split: str = "test", limit: int | None = None, seed: int = 0
     """
     from captum_matex.data.phantom import MAX_LENGTH
 
-    films = phantom_films(split, seed) if limit is None else phantom_films(split, seed, length=MAX_LENGTH)
+    reach = {} if limit is None else {"length": MAX_LENGTH}  # films are drawn lazily
+    films = phantom_films(split, seed, **reach)
     return [phantom_sample(f"phantom-{split}-{seed}-{index}", sample, f"phantom:{split}:{index}")
             for index, sample in islice(films, limit)]
 
