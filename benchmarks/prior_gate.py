@@ -29,6 +29,10 @@ and of a decoder (:data:`captum_matex.matex.CONSISTENCY_TEMPERATURE`) from
     python benchmarks/prior_gate.py --model phantom-llava --settings ungated \\
         --consistency 0.05,0.1,0.2,0.5,1
 
+(and ``--seed 2``), the decoder's gate (:data:`captum_matex.matex.PRIOR_GATE`) from
+
+    python benchmarks/prior_gate.py --model phantom-llava --settings "no prior,ungated,lift only,gated"
+
 (and ``--seed 2``), and the prior floors on the results page from
 
     python benchmarks/prior_gate.py --settings "no prior,gated" --floor 0.5,0.25,0.1 \\
@@ -42,6 +46,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 from typing import get_args
 
 import numpy as np
@@ -67,8 +72,9 @@ from captum_matex.stages import (
 from captum_matex.zoo import phantom_prior
 
 LOCALISATION = ["pointing_game", "miou", "cnr"]
-#: The prior settings, in the order their lines are printed.
-SETTINGS = ("no prior", "ungated", "gated")
+#: The prior settings, in the order their lines are printed ("lift only": the
+#: gate without its side checks, every prior treated as symmetric).
+SETTINGS = ("no prior", "ungated", "lift only", "gated")
 
 
 def propagation(value: str) -> FeatureAffinity | None:
@@ -154,7 +160,8 @@ def main() -> None:
     alphas = [own.alpha] if args.alpha is None else [float(a) for a in args.alpha.split(",")]
     backgrounds = [own.background] if args.background is None else [
         None if b == "none" else float(b) for b in args.background.split(",")]
-    variants = {"no prior": (None, None), "ungated": (prior, None), "gated": (prior, PriorGate())}
+    variants = {"no prior": (None, None), "ungated": (prior, None),
+                "lift only": (prior, PriorGate(asymmetry=math.inf)), "gated": (prior, PriorGate())}
     floors = [float(f) for f in args.floor.split(",")]
     spreads = [None] if args.propagation is None else args.propagation.split(",")
     temperatures = [None] if args.consistency is None else [

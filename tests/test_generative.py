@@ -14,7 +14,7 @@ from helpers import assert_valid_maps
 from captum_matex import MATEX, SimilarityForward, baselines
 from captum_matex.adapters import GenerativeAdapter, get_adapter
 from captum_matex.matex import EVIDENCE_BACKGROUND, FUSION_ALPHA, PRIOR_GATE, readout_kind
-from captum_matex.stages import DecoderAttentionPrior
+from captum_matex.stages import DecoderAttentionPrior, PriorGate
 
 pytestmark = pytest.mark.usefixtures("tiny_threads")
 
@@ -137,7 +137,8 @@ def test_matex_defaults_on_a_generative_model_are_the_measured_ones():
     explainer = MATEX(make_generative("llava"))
     assert readout_kind(explainer.adapter) == "decoder"
     assert explainer.decoder_prior is None and explainer.fusion.alpha == FUSION_ALPHA["decoder"] == 0
-    assert explainer.fusion.gate is None and not PRIOR_GATE["decoder"]  # measured: ungated
+    # gated, as on the dual encoders: the priors follow the decoder's evidence
+    assert isinstance(explainer.fusion.gate, PriorGate) and PRIOR_GATE["decoder"]
     assert explainer.fusion.background is None is EVIDENCE_BACKGROUND["decoder"]  # measured: kept
     _, diag = explainer.attribute(IMAGES, (PHRASE_IDS,), return_diagnostics=True)
     assert list(diag.priors) == ["anatomy"]

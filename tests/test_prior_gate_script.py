@@ -95,3 +95,12 @@ def test_consistency_chooses_the_layer_temperature(monkeypatch, capsys):
     # every block instead of picking the most consistent ones still reshapes the maps
     # (CNR 2.929 at 0.05, 2.941 at 1)
     assert lines[0]["cnr"] != lines[1]["cnr"]
+
+
+def test_lift_only_is_the_gate_without_its_side_checks(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", [str(SCRIPT), "--limit", "4", "--batch-size", "4",
+                                      "--settings", "gated,lift only"])
+    runpy.run_path(str(SCRIPT), run_name="__main__")
+    lines = [json.loads(l) for l in capsys.readouterr().out.splitlines() if l.startswith("{")]
+    assert [l["setting"] for l in lines] == ["lift only", "gated"]  # SETTINGS order
+    assert all(l["floor"] == 0.5 and 0 <= l["empty_side_peak"] <= 1 for l in lines)
