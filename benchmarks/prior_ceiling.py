@@ -2,7 +2,7 @@
 the finding's own box used as the prior, applied on the patch grid (as MATEX
 does) and at pixel resolution.
 
-A prior re-weights the model's evidence (:class:`captum_matex.stages.Fusion`:
+A prior re-weights the model's evidence (:meth:`captum_matex.stages.Fusion.reweight`:
 evidence times :math:`\\lambda' + (1 - \\lambda') p`, the gate setting
 :math:`\\lambda'` per film). The box rows give that product its best
 possible prior, so they bound what a better atlas or registration could buy.
@@ -40,33 +40,16 @@ from captum_matex.evaluation.report import bootstrap_interval
 from captum_matex.evaluation.scoring import BatchInputs, localisation_scores, prepared_batches
 from captum_matex.explainer import upsample_grid
 from captum_matex.loading import load_model
-from captum_matex.metrics import boxes_to_mask, minmax_normalize
+from captum_matex.metrics import boxes_to_mask
 
 METRICS = ["pointing_game", "miou", "cnr"]
 ROWS = ("no prior", "atlas", "box, patch grid", "box patches", "box, pixels", "atlas, pixels")
 
 
-def reweighted(evidence: Tensor, prior: Tensor, opening: Tensor, floor: float) -> Tensor:
-    r"""``(B, H, W)`` evidence times :math:`\lambda' + (1 - \lambda') p` with
-    :math:`\lambda' = 1 - g (1 - \lambda)`, min-max normalised per map.
-
-    Args:
-        evidence: ``(B, H, W)`` non-negative evidence.
-        prior: ``(B, H, W)`` prior in [0, 1].
-        opening: ``(B, 1)`` gate :math:`g` per map.
-        floor: the prior's floor :math:`\lambda`.
-    """
-    floors = (1 - opening * (1 - floor))[:, :, None]
-    return minmax_normalize(evidence * (floors + (1 - floors) * prior))
-
-
 def box_masks(batch: BatchInputs) -> Tensor:
     r"""``(B, H, W)`` float masks of each sample's boxes on the model-input grid."""
-    size = tuple(batch.pixels.shape[-2:])
-    masks = []
-    for sample, geometry in zip(batch.samples, batch.geometries):
-        masks.append(boxes_to_mask([geometry.boxes_to_input(sample.boxes)], size)[0].float())
-    return torch.stack(masks)
+    boxes = [g.boxes_to_input(s.boxes) for s, g in zip(batch.samples, batch.geometries)]
+    return boxes_to_mask(boxes, tuple(batch.pixels.shape[-2:])).float()
 
 
 def whole_patches(masks: Tensor, grid: tuple[int, int]) -> Tensor:
@@ -81,7 +64,6 @@ def row_scores(model, processor, batches: list[BatchInputs], atlas: str) -> dict
     config = BenchmarkConfig(atlas=atlas)
     matex, plain = config.build("matex", model, processor), config.build(
         "matex_no_anatomy", model, processor)
-    floor = matex.fusion.floors.get("anatomy", matex.fusion.default_floor)
     out: dict[str, dict] = {row: defaultdict(list) for row in ROWS}
 
     def score(row: str, maps: Tensor, batch: BatchInputs) -> None:
@@ -111,7 +93,7 @@ def row_scores(model, processor, batches: list[BatchInputs], atlas: str) -> dict
                 atlas_pixels = matex.registration(atlas_pixels, batch.pixels, size)
             for row, prior in (("box, pixels", boxes),
                                ("atlas, pixels", atlas_pixels.view(-1, *size))):
-                fused = reweighted(evidence, prior, opening, floor)
+                fused = matex.fusion.reweight(evidence, {"anatomy": prior}, {"anatomy": opening})
                 score(row, fused[:, None], batch)
     return out
 

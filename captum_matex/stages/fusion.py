@@ -130,10 +130,35 @@ class Fusion:
             # torch.quantile takes float32/float64 only: half-precision maps are read in float32
             level = fused.float().quantile(self.background, dim=1, keepdim=True).to(fused.dtype)
             fused = (fused - level).clamp_min(0)
-        evidence = fused
+        openings = {} if self.gate is None else {
+            name: self.gate(fused, prior, grid) for name, prior in priors.items()}
+        return self.reweight(fused, priors, openings)
+
+    def reweight(
+        self,
+        evidence: Tensor,
+        priors: Mapping[str, Tensor],
+        openings: Mapping[str, Tensor] | None = None,
+    ) -> Tensor:
+        r"""The evidence re-weighted by each prior,
+        :math:`\operatorname{minmax}(E' \cdot \prod_p (\lambda'_p + (1 - \lambda'_p)\, p))`,
+        on any grid (the patch grid, or pixels for a prior rendered there).
+
+        Args:
+            evidence: ``(B, ...)`` non-negative evidence :math:`E'`.
+            priors: name to prior in [0, 1], the shape of ``evidence``.
+            openings: name to ``(B, 1)`` gate :math:`g_p` per sample; a prior
+                not listed is fully open (:math:`g_p = 1`). Default: None
+
+        Returns:
+            The re-weighted evidence, min-max normalised per sample.
+        """
+        openings = {} if openings is None else openings
+        fused = evidence
         for name, prior in priors.items():
             floor = self.floors.get(name, self.default_floor)
-            if self.gate is not None:
-                floor = 1 - self.gate(evidence, prior, grid) * (1 - floor)
+            if name in openings:
+                opening = openings[name].reshape(-1, *[1] * (evidence.dim() - 1))
+                floor = 1 - opening * (1 - floor)
             fused = fused * (floor + (1 - floor) * prior.to(fused))
         return normalize_minmax(fused)
