@@ -138,7 +138,7 @@ def test_registry_lists_and_returns_every_method():
         "feature_ablation", "layer_gradcam", "prior_only", "matex_no_anatomy",
         "matex_with_text_prior", "matex_no_rollout", "matex_no_consistency", "matex_no_propagation",
         "llm_attribution",
-        "matex_with_decoder_prior",
+        "matex_with_decoder_prior", "matex_region_smoothing",
     }
     assert set(names) == expected and names == sorted(names)
     assert baselines.get("matex") is MATEX
@@ -403,6 +403,26 @@ def test_matex_with_text_prior_adds_the_model_derived_prior(clip_model, tokenize
         trace = adapter.trace(images, text, attentions=False)
     expected = PatchTextPrior()(trace.patch_embeddings, trace.text_embeddings, (4, 4))
     close(diag.priors["text"].flatten(1), expected, 1e-5)
+
+
+def test_matex_region_smoothing_is_matex_with_the_smoothing_in_its_fusion(clip_model, tokenizer, images):
+    from captum_matex.stages import Fusion, RegionSmoothing
+
+    variant = baselines.get("matex_region_smoothing")(clip_model, tokenizer)
+    default = MATEX(clip_model, tokenizer)
+    assert isinstance(variant.fusion.region_smoothing, RegionSmoothing)
+    assert default.fusion.region_smoothing is None  # opt-in: MATEX's own fusion leaves it out
+    _, found = variant.attribute(images, (PHRASES,), return_diagnostics=True)
+    _, plain = default.attribute(images, (PHRASES,), return_diagnostics=True)
+    # the same model evidence (the same operations on the same inputs), smoothed only in the fusion
+    close(found.evidence, plain.evidence, 1e-6)
+    own = Fusion(alpha=default.fusion.alpha, gate=default.fusion.gate,
+                 background=default.fusion.background, region_smoothing=RegionSmoothing())
+    expected = MATEX(clip_model, tokenizer, fusion=own).attribute(images, (PHRASES,), output="grid")
+    close(found.fused[:, None], expected, 1e-6)
+    # a fusion passed in is used as given
+    assert baselines.get("matex_region_smoothing")(clip_model, tokenizer, fusion=default.fusion).fusion \
+        is default.fusion
 
 
 # --------------------------------------------------------------------------

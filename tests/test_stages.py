@@ -239,3 +239,73 @@ def test_gaussian_smooth_keeps_mass_in_the_interior_and_sigma_zero_is_identity()
     assert math.isclose(smooth.sum().item(), 1.0, rel_tol=1e-5)
     assert smooth[0, 4, 4] < 1 and smooth[0, 4, 4] == smooth.max()
     assert torch.equal(gaussian_smooth(grid, 0), grid)
+
+
+def test_region_smoothing_over_a_region_covering_the_film_is_the_gaussian_smoothing():
+    from captum_matex.stages import RegionSmoothing
+
+    # r = 1 everywhere: the normalised convolution G * e / G * 1 is G * e (the kernel sums to 1)
+    torch.manual_seed(2)
+    evidence = torch.rand(3, 36)
+    smoothing = RegionSmoothing(weight=0.5, level=0.25, sigma=1.0)
+    out = smoothing(evidence, torch.full((3, 36), 0.3), None, (6, 6))  # 0.3 >= level: inside
+    expected = 0.5 * evidence + 0.5 * gaussian_smooth(evidence.view(3, 6, 6), 1.0).flatten(1)
+    assertTensorAlmostEqual(None, out, expected, delta=1e-6, mode="max")
+
+
+def test_region_smoothing_moves_evidence_only_inside_the_region_and_creates_none():
+    from captum_matex.stages import RegionSmoothing
+
+    grid = (6, 6)
+    prior = torch.zeros(1, 6, 6)
+    prior[:, 1:5, 1:4] = 1.0  # the region: rows 1-4, columns 1-3
+    evidence = torch.zeros(1, 6, 6)
+    evidence[0, 2, 2] = 1.0  # one decisive patch inside it
+    evidence[0, 0, 5] = 0.4  # and some evidence outside it
+    out = RegionSmoothing(weight=0.5)(evidence.flatten(1), prior.flatten(1), None, grid).view(6, 6)
+    inside = prior[0] > 0
+    assert (out[inside] > 0).all()  # the whole region now carries evidence
+    assert out.max() <= 1.0 and out[2, 2] == out.max()  # never above the evidence's peak
+    outside = ~inside
+    assertTensorAlmostEqual(None, out[outside], 0.5 * evidence[0][outside], delta=1e-7, mode="max")
+    # a zero map stays zero; a closed gate leaves the evidence as it is
+    zero = RegionSmoothing()(torch.zeros(1, 36), prior.flatten(1), None, grid)
+    assert (zero == 0).all()
+    closed = RegionSmoothing()(evidence.flatten(1), prior.flatten(1), torch.zeros(1, 1), grid)
+    assertTensorAlmostEqual(None, closed, evidence.flatten(1), delta=0, mode="max")
+    for bad in (dict(weight=1.5), dict(level=0.0), dict(sigma=0.0)):
+        with pytest.raises(ValueError):
+            RegionSmoothing(**bad)
+
+
+def test_region_smoothing_flattens_the_evidence_inside_a_box_and_raises_its_cnr():
+    from captum_matex.metrics import cnr
+    from captum_matex.stages import RegionSmoothing
+
+    # evidence that is higher inside the box but noisy there: averaging within the box lowers
+    # the spread inside, scaling the outside lowers its mean and spread, so CNR rises
+    torch.manual_seed(3)
+    box = torch.zeros(16, 12, 12)
+    box[:, 3:8, 2:9] = 1
+    evidence = torch.rand(16, 12, 12) * (0.3 + 0.7 * box)
+    out = RegionSmoothing()(evidence.flatten(1), box.flatten(1), None, (12, 12)).view(16, 12, 12)
+    # measured: every map gains at least 1.3 (from 1.24 on average)
+    assert (cnr(out, box.bool()) > cnr(evidence, box.bool()) + 0.5).all()
+
+
+def test_fusion_applies_region_smoothing_to_the_anatomical_prior_only():
+    from captum_matex.stages import RegionSmoothing
+
+    torch.manual_seed(4)
+    evidence, prior = torch.rand(2, 1, 16), torch.rand(2, 16)
+    smoothing = RegionSmoothing()
+    plain = Fusion(alpha=1.0, sigma=0, gate=None)
+    smoothed = Fusion(alpha=1.0, sigma=0, gate=None, region_smoothing=smoothing)
+    # without an anatomical prior there is no region: the fusion is unchanged
+    assertTensorAlmostEqual(None, smoothed(evidence, None, {"text": prior}, (4, 4)),
+                            plain(evidence, None, {"text": prior}, (4, 4)), delta=0, mode="max")
+    out = smoothed(evidence, None, {"anatomy": prior}, (4, 4))
+    expected = plain.reweight(smoothing(evidence[:, 0], prior, None, (4, 4)), {"anatomy": prior})
+    assertTensorAlmostEqual(None, out, expected, delta=1e-6, mode="max")
+    with pytest.raises(ValueError, match="needs the patch grid"):
+        smoothed(evidence, None, {"anatomy": prior})

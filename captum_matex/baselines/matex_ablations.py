@@ -9,6 +9,7 @@ from captum_matex.adapters import VisionLanguageAdapter
 from captum_matex.baselines._registry import register
 from captum_matex.matex import MATEX
 from captum_matex.stages.decoder_prior import DecoderAttentionPrior
+from captum_matex.stages.region_smoothing import RegionSmoothing
 from captum_matex.stages.text_prior import PatchTextPrior
 
 
@@ -91,3 +92,20 @@ class MATEXWithTextPrior(MATEX):
     def get_name(cls) -> str:
         """``"MATEX + text prior"``."""
         return "MATEX + text prior"
+
+
+@register("matex_region_smoothing")
+class MATEXRegionSmoothing(MATEX):
+    r"""MATEX whose default fusion also smooths the evidence within the
+    anatomical prior's regions (:class:`~captum_matex.stages.RegionSmoothing`):
+    the row that shows what that opt-in step changes."""
+
+    def __init__(self, model: nn.Module | VisionLanguageAdapter, tokenizer=None, **stages) -> None:
+        super().__init__(model, tokenizer, **stages)
+        if "fusion" not in stages:
+            self.fusion.region_smoothing = RegionSmoothing()
+
+    @classmethod
+    def get_name(cls) -> str:
+        """``"MATEX + region smoothing"``."""
+        return "MATEX + region smoothing"

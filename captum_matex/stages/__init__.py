@@ -24,6 +24,7 @@ from captum_matex.stages.protocols import (
     RolloutStage,
     TextPriorStage,
 )
+from captum_matex.stages.region_smoothing import RegionSmoothing
 from captum_matex.stages.registration import AtlasRegistration, default_registration, lung_fields
 from captum_matex.stages.rollout import MultiScaleRollout, rollout
 from captum_matex.stages.text_prior import PatchTextPrior
@@ -49,6 +50,7 @@ __all__ = [
     "PhraseAnatomy",
     "PriorGate",
     "PropagationStage",
+    "RegionSmoothing",
     "RegistrationStage",
     "RolloutStage",
     "TextPriorStage",

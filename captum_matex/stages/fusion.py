@@ -8,6 +8,7 @@ from torch import Tensor
 
 from captum_matex._maps import gaussian_smooth, normalize_max, normalize_minmax
 from captum_matex.stages.gate import PriorGate
+from captum_matex.stages.region_smoothing import RegionSmoothing
 
 
 #: Default prior floors :math:`\lambda_p` (chosen on the phantom validation split).
@@ -61,6 +62,12 @@ class Fusion:
             smoothed evidence above its background, e.g. :class:`~captum_matex.stages.gate.PriorGate`
             ``()`` (needs the grid in the call); ``None`` applies every prior
             fully. Default: None (opt-in; see the method page for measurements).
+        region_smoothing: averages the evidence over its neighbourhood inside
+            the anatomical prior's region (prior ``"anatomy"``, opened as far
+            as its gate), before the priors re-weight it, e.g.
+            :class:`~captum_matex.stages.RegionSmoothing` ``()`` (needs the
+            grid in the call); ``None`` leaves the evidence as it is.
+            Default: None (MATEX leaves it out; the results page measures it).
     """
 
     def __init__(
@@ -71,6 +78,7 @@ class Fusion:
         sigma: float = 1.0,
         background: float | None = None,
         gate: PriorGate | None = None,
+        region_smoothing: RegionSmoothing | None = None,
     ) -> None:
         if not 0 <= alpha <= 1:
             raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
@@ -84,6 +92,7 @@ class Fusion:
             raise ValueError(f"background must lie in [0, 1) or be None, got {background}")
         self.background = background
         self.gate = gate
+        self.region_smoothing = region_smoothing
         for name, floor in {**self.floors, "default": default_floor}.items():
             if not 0 < floor <= 1:
                 raise ValueError(f"prior floor for {name!r} must lie in (0, 1], got {floor}")
@@ -120,9 +129,11 @@ class Fusion:
             ``(B, N)`` fused map in [0, 1].
         """
         fused = self.evidence(rollouts, consistency)
-        if grid is None and (self.sigma > 0 or (self.gate is not None and priors)):
+        regional = self.region_smoothing is not None and "anatomy" in priors
+        if grid is None and (self.sigma > 0 or regional or (self.gate is not None and priors)):
             raise ValueError(
-                "Fusion with sigma > 0 or a prior gate needs the patch grid: call it with grid=(h, w)"
+                "Fusion with sigma > 0, a prior gate or region smoothing needs the patch grid: "
+                "call it with grid=(h, w)"
             )
         if self.sigma > 0:
             fused = gaussian_smooth(fused.view(-1, *grid), self.sigma).flatten(1)
@@ -132,6 +143,8 @@ class Fusion:
             fused = (fused - level).clamp_min(0)
         openings = {} if self.gate is None else {
             name: self.gate(fused, prior, grid) for name, prior in priors.items()}
+        if regional:
+            fused = self.region_smoothing(fused, priors["anatomy"], openings.get("anatomy"), grid)
         return self.reweight(fused, priors, openings)
 
     def reweight(
