@@ -420,6 +420,12 @@ def test_matex_region_smoothing_is_matex_with_the_smoothing_in_its_fusion(clip_m
                  background=default.fusion.background, region_smoothing=RegionSmoothing())
     expected = MATEX(clip_model, tokenizer, fusion=own).attribute(images, (PHRASES,), output="grid")
     close(found.fused[:, None], expected, 1e-6)
+    # MATEX hands the fusion the model's patch embeddings: the feature term changes the maps
+    spatial = Fusion(alpha=default.fusion.alpha, gate=default.fusion.gate,
+                     background=default.fusion.background,
+                     region_smoothing=RegionSmoothing(temperature=None))
+    without = MATEX(clip_model, tokenizer, fusion=spatial).attribute(images, (PHRASES,), output="grid")
+    assert (without - expected).abs().amax() > 1e-3
     # a fusion passed in is used as given
     assert baselines.get("matex_region_smoothing")(clip_model, tokenizer, fusion=default.fusion).fusion \
         is default.fusion

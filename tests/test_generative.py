@@ -140,6 +140,9 @@ def test_matex_defaults_on_a_generative_model_are_the_measured_ones():
     # gated, as on the dual encoders: the priors follow the decoder's evidence
     assert isinstance(explainer.fusion.gate, PriorGate) and PRIOR_GATE["decoder"]
     assert explainer.fusion.background is None is EVIDENCE_BACKGROUND["decoder"]  # measured: kept
+    from captum_matex.stages import RegionSmoothing  # measured: on, as for a probe
+
+    assert isinstance(explainer.fusion.region_smoothing, RegionSmoothing)
     _, diag = explainer.attribute(IMAGES, (PHRASE_IDS,), return_diagnostics=True)
     assert list(diag.priors) == ["anatomy"]
     clip = MATEX(make_clip())

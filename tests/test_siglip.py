@@ -147,10 +147,15 @@ def test_matex_fuses_with_the_alpha_measured_for_its_readout():
     assert FUSION_ALPHA == {"class token": 0.875, "attention probe": 0.0, "decoder": 0.0}
     assert isinstance(siglip.fusion.gate, PriorGate) and isinstance(clip.fusion.gate, PriorGate)
     assert siglip.fusion.background == clip.fusion.background == 0.5
+    from captum_matex.stages import RegionSmoothing  # on for a probe, opt-in for a class token
+
+    assert isinstance(siglip.fusion.region_smoothing, RegionSmoothing)
+    assert clip.fusion.region_smoothing is None
     # the weight reaches the map: the probe model's map differs from one fused at CLIP's alpha
     images, phrases = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)), WORDS[:2]
     default = siglip.attribute(images, (phrases,))
-    clip_fusion = Fusion(alpha=FUSION_ALPHA["class token"], gate=PriorGate(), background=0.5)
+    clip_fusion = Fusion(alpha=FUSION_ALPHA["class token"], gate=PriorGate(), background=0.5,
+                         region_smoothing=RegionSmoothing())
     at_clip_alpha = MATEX(make_siglip(), make_tokenizer(), fusion=clip_fusion).attribute(
         images, (phrases,))
     assert (default - at_clip_alpha).abs().amax() > 1e-3

@@ -96,13 +96,15 @@ class MATEXWithTextPrior(MATEX):
 
 @register("matex_region_smoothing")
 class MATEXRegionSmoothing(MATEX):
-    r"""MATEX whose default fusion also smooths the evidence within the
-    anatomical prior's regions (:class:`~captum_matex.stages.RegionSmoothing`):
-    the row that shows what that opt-in step changes."""
+    r"""MATEX whose default fusion smooths the evidence within the anatomical
+    prior's regions (:class:`~captum_matex.stages.RegionSmoothing`) on every
+    readout: the row that shows what that step changes where it is opt-in
+    (:data:`~captum_matex.matex.REGION_SMOOTHING`; on attention-probe and
+    decoder readouts it is MATEX itself)."""
 
     def __init__(self, model: nn.Module | VisionLanguageAdapter, tokenizer=None, **stages) -> None:
         super().__init__(model, tokenizer, **stages)
-        if "fusion" not in stages:
+        if "fusion" not in stages and self.fusion.region_smoothing is None:
             self.fusion.region_smoothing = RegionSmoothing()
 
     @classmethod

@@ -66,8 +66,9 @@ class Fusion:
             the anatomical prior's region (prior ``"anatomy"``, opened as far
             as its gate), before the priors re-weight it, e.g.
             :class:`~captum_matex.stages.RegionSmoothing` ``()`` (needs the
-            grid in the call); ``None`` leaves the evidence as it is.
-            Default: None (MATEX leaves it out; the results page measures it).
+            grid in the call, and the patch embeddings for its feature term);
+            ``None`` leaves the evidence as it is. Default: None (MATEX's
+            defaults by readout: :data:`~captum_matex.matex.REGION_SMOOTHING`).
     """
 
     def __init__(
@@ -117,6 +118,7 @@ class Fusion:
         consistency: Tensor | None,
         priors: Mapping[str, Tensor],
         grid: tuple[int, int] | None = None,
+        features: Tensor | None = None,
     ) -> Tensor:
         r"""
         Args:
@@ -124,6 +126,8 @@ class Fusion:
             consistency: ``(B, N)`` consistency map, or ``None``.
             priors: name to ``(B, N)`` prior in [0, 1].
             grid: ``(h, w)`` patch grid with ``h * w = N`` (needed when ``sigma > 0``).
+            features: ``(B, N, E)`` the last block's patch embeddings, read by
+                region smoothing's feature term (``None``: spatial term only).
 
         Returns:
             ``(B, N)`` fused map in [0, 1].
@@ -144,7 +148,8 @@ class Fusion:
         openings = {} if self.gate is None else {
             name: self.gate(fused, prior, grid) for name, prior in priors.items()}
         if regional:
-            fused = self.region_smoothing(fused, priors["anatomy"], openings.get("anatomy"), grid)
+            fused = self.region_smoothing(
+                fused, priors["anatomy"], openings.get("anatomy"), grid, features)
         return self.reweight(fused, priors, openings)
 
     def reweight(

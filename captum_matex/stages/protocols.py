@@ -134,8 +134,10 @@ class FusionStage(Protocol):
         ...
 
     def __call__(self, rollouts: Tensor | None, consistency: Tensor | None,
-                 priors: Mapping[str, Tensor], grid: tuple[int, int] | None = None) -> Tensor:
-        r"""Evidence times the priors -> ``(B, N)`` map in [0, 1]."""
+                 priors: Mapping[str, Tensor], grid: tuple[int, int] | None = None,
+                 features: Tensor | None = None) -> Tensor:
+        r"""Evidence times the priors -> ``(B, N)`` map in [0, 1]; ``features``
+        are the ``(B, N, E)`` patch embeddings (a fusion may ignore them)."""
         ...
 
 
