@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
@@ -610,7 +611,10 @@ class MATEX(Explainer):
         if decoder is not None and self.decoder_prior is not None:
             priors["decoder"] = self.decoder_prior(decoder, trace.target_pass, grid)
         cons_map = consistency.map if consistency is not None else None
-        fused = self.fusion(rollouts, cons_map, priors, grid, features=trace.patch_embeddings)
+        # a fusion stage written before ``features`` joined the protocol is called without it
+        reads_features = "features" in inspect.signature(self.fusion).parameters
+        given = {"features": trace.patch_embeddings} if reads_features else {}
+        fused = self.fusion(rollouts, cons_map, priors, grid, **given)
         fused = self._zero_flat_images(fused, images)
 
         def as_grid(x: Tensor | None) -> Tensor | None:

@@ -426,6 +426,17 @@ def test_matex_region_smoothing_is_matex_with_the_smoothing_in_its_fusion(clip_m
                      region_smoothing=RegionSmoothing(temperature=None))
     without = MATEX(clip_model, tokenizer, fusion=spatial).attribute(images, (PHRASES,), output="grid")
     assert (without - expected).abs().amax() > 1e-3
+    # a fusion stage written before ``features`` joined the protocol still works
+
+    class OldFusion:
+        def evidence(self, rollouts, consistency):
+            return default.fusion.evidence(rollouts, consistency)
+
+        def __call__(self, rollouts, consistency, priors, grid=None):
+            return default.fusion(rollouts, consistency, priors, grid)
+
+    old = MATEX(clip_model, tokenizer, fusion=OldFusion()).attribute(images, (PHRASES,), output="grid")
+    close(old, default.attribute(images, (PHRASES,), output="grid"), 1e-6)
     # a fusion passed in is used as given
     assert baselines.get("matex_region_smoothing")(clip_model, tokenizer, fusion=default.fusion).fusion \
         is default.fusion
