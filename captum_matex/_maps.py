@@ -141,6 +141,14 @@ def normalize(
     raise ValueError(f"normalize must be 'minmax', 'max' or None, got {how!r}")
 
 
+def squared_cell_distances(grid: tuple[int, int]) -> Tensor:
+    r"""``(h * w, h * w)`` squared distances between the cells of an ``(h, w)``
+    grid (row-major), as integers: exact on every device."""
+    rows, cols = torch.meshgrid(torch.arange(grid[0]), torch.arange(grid[1]), indexing="ij")
+    cells = torch.stack([rows.flatten(), cols.flatten()], 1)
+    return (cells[:, None] - cells[None]).square().sum(-1)
+
+
 def gaussian_smooth(grid_maps: Tensor, sigma: float) -> Tensor:
     r"""Smooth ``(B, h, w)`` maps with a Gaussian of ``sigma`` cells (0: no-op).
 

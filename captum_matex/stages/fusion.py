@@ -32,7 +32,9 @@ class Fusion:
     quantile over patches (evidence at or below it is the film's background
     level, not evidence for the phrase) and :math:`g_p \in [0, 1]` is the
     :class:`~captum_matex.stages.gate.PriorGate` of prior :math:`p` on this
-    sample (1 without a gate). Every :math:`\lambda_p > 0`, so a prior can
+    sample (1 without a gate). With ``region_smoothing``, :math:`E'` is first
+    averaged within the anatomical prior's region
+    (:class:`~captum_matex.stages.RegionSmoothing`). Every :math:`\lambda_p > 0`, so a prior can
     only re-weight the model's evidence, never create it; the gate keeps it
     off where the evidence does not lean towards it (flat or randomised
     evidence, evidence on the other side of the film than the phrase says).

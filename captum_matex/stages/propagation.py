@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from captum_matex._maps import normalize_max
+from captum_matex._maps import normalize_max, squared_cell_distances
 
 
 class FeatureAffinity:
@@ -66,12 +66,7 @@ class FeatureAffinity:
         )
         logits = features @ features.transpose(1, 2) / self.temperature
         if self.radius is not None:
-            rows, cols = torch.meshgrid(
-                torch.arange(grid[0]), torch.arange(grid[1]), indexing="ij"
-            )
-            cells = torch.stack([rows.flatten(), cols.flatten()], 1)
-            # squared distances of integer cells: exact, whatever the device's rounding
-            far = (cells[:, None] - cells[None]).square().sum(-1) > (self.radius * max(grid)) ** 2
+            far = squared_cell_distances(grid) > (self.radius * max(grid)) ** 2
             logits = logits.masked_fill(far.to(logits.device), float("-inf"))
         return torch.softmax(logits, dim=-1)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from captum_matex._maps import squared_cell_distances
+
 
 class RegionSmoothing:
     r"""Average the model's evidence over the patches of the prior's region
@@ -29,16 +31,15 @@ class RegionSmoothing:
     :math:`i`'s cell on the grid, :math:`f_i` its embedding in the model's
     last block (the feature term is left out when ``temperature`` is
     ``None`` or no embeddings are given) and :math:`g` the prior's gate on
-    the sample (1 without a gate). It only moves the evidence: a patch gets
-    no more than the largest evidence in the region, a map that is zero
-    stays zero, and with the gate closed (flat or randomised evidence,
+    the sample (1 without a gate). It only moves the evidence: no patch
+    rises above its own evidence or the largest in the region, a map that
+    is zero stays zero, and with the gate closed (flat or randomised evidence,
     evidence on the other side) nothing changes.
 
     MATEX smooths by default on attention-probe and decoder readouts
     (:data:`~captum_matex.matex.REGION_SMOOTHING`; phantom SigLIP and report
     model: mIoU and CNR up with the phantom-fitted atlas, about level with
-    the generic one);
-    on class-token readouts it helps with an atlas fitted to the films and
+    the generic one); on class-token readouts it helps with an atlas fitted to the films and
     costs all three measures with the generic one, so it is opt-in there
     (the benchmark's ``matex_region_smoothing`` row). Measurements: method
     and results pages.
@@ -81,10 +82,8 @@ class RegionSmoothing:
         r"""``(B, N, N)`` row-stochastic :math:`K` for ``(B, N)`` regions on an
         ``(h, w)`` grid and optional ``(B, N, E)`` patch embeddings (rows with
         no region at all are zero)."""
-        rows, cols = torch.meshgrid(torch.arange(grid[0]), torch.arange(grid[1]), indexing="ij")
-        cells = torch.stack([rows.flatten(), cols.flatten()], 1).to(region)
-        logits = -(cells[:, None] - cells[None]).square().sum(-1) / (2 * self.sigma**2)
-        logits = logits.expand(region.shape[0], -1, -1)
+        distances = squared_cell_distances(grid).to(region)
+        logits = (-distances / (2 * self.sigma**2)).expand(region.shape[0], -1, -1)
         if self.temperature is not None and features is not None:
             unit = torch.nn.functional.normalize(features.to(region), dim=-1)
             logits = logits + unit @ unit.transpose(1, 2) / self.temperature
