@@ -167,7 +167,11 @@ class AtlasRegistration:
             beyond it the prior is left unregistered. Default: 20
         max_zoom (float, optional): largest factor by which the film's lung
             fields may be wider, narrower, taller or shorter than the
-            atlas's. Default: 1.6
+            atlas's. The phantom's lungs are squat against the built-in
+            atlas's clinical proportions (height 0.50-0.77 of it, width
+            0.70-0.97, on 2000 test films of seed 4): the earlier default
+            1.6 left 39% of them unregistered, with the prior's bases below
+            the film's diaphragm. Default: 2.5
         min_area (float, optional): smallest share of the film the lung
             fields must cover. Default: 0.03
 
@@ -178,7 +182,7 @@ class AtlasRegistration:
     """
 
     def __init__(self, atlas: ChestAtlas | None = None, max_angle: float = 20.0,
-                 max_zoom: float = 1.6, min_area: float = 0.03) -> None:
+                 max_zoom: float = 2.5, min_area: float = 0.03) -> None:
         if max_angle <= 0 or max_zoom <= 1 or not 0 <= min_area < 1:
             raise ValueError(
                 f"need max_angle > 0, max_zoom > 1 and 0 <= min_area < 1, got "
