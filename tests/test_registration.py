@@ -114,6 +114,25 @@ def test_the_builtin_atlas_registers_the_phantoms_squat_lungs(films):
     assert inside["registered"] > 2 * inside["not"], inside
 
 
+def test_a_real_radiograph_registers_near_the_builtin_atlas():
+    # the built-in atlas has clinical proportions: on the real PA film RG1_UNCI
+    # the fit asks for a zoom of about 0.92 (width) and 0.88 (height), far inside
+    # either zoom limit (the raised one changes nothing for such a film)
+    pydicom_data = pytest.importorskip("pydicom.data")
+    from captum_matex.data import read_image
+
+    pixels = torch.as_tensor(read_image(pydicom_data.get_testdata_file("RG1_UNCI.dcm")).pixels)
+    film = torch.nn.functional.interpolate(pixels.float()[None, None], size=(224, 224), mode="area")
+    images = ((film - film.min()) / (film.max() - film.min())).expand(1, 3, 224, 224)
+    affines, plausible = AtlasRegistration().transforms(images)
+    assert bool(plausible[0])
+    # the film-to-atlas map scales by atlas / film size along each axis (up to
+    # rotations): its singular values are the inverse zooms; a pixel more or
+    # less of thresholded lung field moves a zoom by under 0.02
+    zooms = 1 / torch.linalg.svdvals(affines[0, :, :2])
+    assert 0.8 < float(zooms.min()) and float(zooms.max()) < 1.0, zooms
+
+
 def test_options_are_checked():
     with pytest.raises(ValueError, match="max_zoom"):
         AtlasRegistration(max_zoom=1.0)
