@@ -1,0 +1,88 @@
+"""A prior that yields to strong evidence, against MATEX's fusion, on phantom
+*validation* films (tried for issue 18, not adopted): one JSON line per model,
+atlas, split and setting with pointing game, mIoU and CNR.
+
+The yielding prior is raised towards 1 where the model's own evidence is
+strong, ``p' = 1 - (1 - p)(1 - e / max e)``, before it re-weights the
+evidence, so that it trims only evidence weaker than the film's strongest.
+The table on the method page ("Region smoothing") comes from
+
+    python benchmarks/yielding_prior.py --model phantom-clip --atlas phantom,generic --seed 0
+    python benchmarks/yielding_prior.py --model phantom-clip --splits geometry \\
+        --settings matex,yielding,"yielding+smoothing" --limit 200 --seed 0
+
+(and ``--seed 2``, ``--model phantom-siglip``, ``--model phantom-llava``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Mapping
+
+from torch import Tensor
+
+from captum_matex import MATEX
+from captum_matex._maps import normalize_max
+from captum_matex.evaluation.scoring import mean_localisation_scores, prepared_batches
+from captum_matex.loading import load_model
+from captum_matex.matex import default_fusion
+from captum_matex.stages import AnatomicalPrior, Fusion, RegionSmoothing
+from captum_matex.zoo import phantom_prior
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from robustness_val import samples  # noqa: E402  (the same validation films and splits)
+
+SETTINGS = ("no prior", "matex", "yielding", "smoothing", "yielding+smoothing")
+
+
+class YieldingFusion(Fusion):
+    r"""MATEX's fusion with each prior raised towards 1 by the evidence's share of its peak."""
+
+    def reweight(self, evidence: Tensor, priors: Mapping[str, Tensor],
+                 openings: Mapping[str, Tensor] | None = None) -> Tensor:
+        share = normalize_max(evidence.flatten(1)).view_as(evidence)
+        raised = {name: 1 - (1 - prior.to(share)) * (1 - share) for name, prior in priors.items()}
+        return super().reweight(evidence, raised, openings)
+
+
+def explainer(setting: str, model, processor, atlas: str) -> MATEX:
+    r"""MATEX as ``setting`` says, with the phantom-fitted or the generic atlas."""
+    if setting == "no prior":
+        return MATEX(model, processor, anatomical_prior=None)
+    own = default_fusion(MATEX(model, processor).adapter)
+    fusion = (YieldingFusion if "yielding" in setting else Fusion)(
+        alpha=own.alpha, floors=own.floors, sigma=own.sigma, background=own.background,
+        gate=own.gate,
+        region_smoothing=RegionSmoothing() if "smoothing" in setting else own.region_smoothing)
+    prior = phantom_prior() if atlas == "phantom" else AnatomicalPrior()
+    return MATEX(model, processor, anatomical_prior=prior, fusion=fusion)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="phantom-clip")
+    parser.add_argument("--atlas", default="phantom", help="comma-separated: phantom, generic")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--limit", type=int, default=300, help="pairs per split")
+    parser.add_argument("--splits", default="val", help="comma-separated: val, geometry, ...")
+    parser.add_argument("--settings", default="matex,yielding",
+                        help="comma-separated subset of " + ", ".join(map(repr, SETTINGS)))
+    args = parser.parse_args()
+    model, processor = load_model(args.model)
+    for split in args.splits.split(","):
+        batches = prepared_batches(samples(split, args.limit, args.seed), processor)
+        for atlas in args.atlas.split(","):
+            for setting in args.settings.split(","):
+                means = mean_localisation_scores(
+                    explainer(setting, model, processor, atlas), batches,
+                    ["pointing_game", "miou", "cnr"])
+                print(json.dumps({"model": args.model, "atlas": atlas, "seed": args.seed,
+                                  "split": split, "setting": setting,
+                                  **{k: round(v, 3) for k, v in means.items()}}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
