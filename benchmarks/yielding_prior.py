@@ -5,11 +5,13 @@ atlas, split and setting with pointing game, mIoU and CNR.
 The yielding prior is raised towards 1 where the model's own evidence is
 strong, ``p' = 1 - (1 - p)(1 - e / max e)``, before it re-weights the
 evidence, so that it trims only evidence weaker than the film's strongest.
-The table on the method page ("Region smoothing") comes from
+The table on the method page ("Defaults and how they were chosen") comes from
 
     python benchmarks/yielding_prior.py --model phantom-clip --atlas phantom,generic --seed 0
-    python benchmarks/yielding_prior.py --model phantom-clip --splits geometry \\
-        --settings matex,yielding,"yielding+smoothing" --limit 200 --seed 0
+    python benchmarks/yielding_prior.py --model phantom-clip --atlas phantom,generic \\
+        --settings "no prior,yielding+smoothing" --seed 0
+    python benchmarks/yielding_prior.py --model phantom-clip --splits val,geometry \\
+        --settings "no prior,matex,yielding,yielding+smoothing" --limit 200 --seed 0
 
 (and ``--seed 2``, ``--model phantom-siglip``, ``--model phantom-llava``).
 """

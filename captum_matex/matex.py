@@ -255,9 +255,8 @@ CONSISTENCY_TEMPERATURE = {"class token": 0.05, "attention probe": 0.2, "decoder
 #:   0.963 / 0.404 / 2.55 -> 0.930 / 0.389 / 2.48 and 0.947 / 0.411 / 2.42
 #:   -> 0.947 / 0.395 / 2.46, and with a broader region (``level`` 0.05)
 #:   0.967 / 0.387 / 2.70, still below MATEX without the prior's CNR (0.970
-#:   / 0.378 / 2.88). It also lowers the pointing game on moved validation
-#:   films (geometry split, seed 0: 0.930 against 0.945), the split whose
-#:   drop MATEX must keep within 0.05 (method page).
+#:   / 0.378 / 2.88); it also lowers two-finding discrimination (test films
+#:   of seed 0: 0.84 against 0.88).
 #: - ``"decoder"``: on. Phantom report model 0.917 / 0.354 / 2.54 -> 0.917 /
 #:   0.369 / 2.76 and 0.887 / 0.359 / 2.43 -> 0.900 / 0.373 / 2.70
 #:   (randomisation Spearman 0.032 -> 0.045 and -0.005 -> 0.010); generic
