@@ -10,7 +10,7 @@ from captum_matex import MATEX
 from captum_matex.baselines.prior_only import AnatomyPriorOnly
 from captum_matex.data import PhantomCXR
 from captum_matex.evaluation.robustness import affine_film
-from captum_matex.stages import AnatomicalPrior, AtlasRegistration, lung_fields
+from captum_matex.stages import AnatomicalPrior, AtlasRegistration, ChestAtlas, lung_fields
 from captum_matex.stages.registration import _frames
 from captum_matex.zoo import phantom_atlas, phantom_clip, phantom_prior
 
@@ -118,19 +118,55 @@ def test_a_real_radiograph_registers_near_the_builtin_atlas():
     # the built-in atlas has clinical proportions: on the real PA film RG1_UNCI
     # the fit asks for a zoom of about 0.92 (width) and 0.88 (height), far inside
     # either zoom limit (the raised one changes nothing for such a film)
-    pydicom_data = pytest.importorskip("pydicom.data")
-    from captum_matex.data import read_image
-
-    pixels = torch.as_tensor(read_image(pydicom_data.get_testdata_file("RG1_UNCI.dcm")).pixels)
-    film = torch.nn.functional.interpolate(pixels.float()[None, None], size=(224, 224), mode="area")
-    images = ((film - film.min()) / (film.max() - film.min())).expand(1, 3, 224, 224)
-    affines, plausible = AtlasRegistration().transforms(images)
+    affines, plausible = AtlasRegistration().transforms(_real_film())
     assert bool(plausible[0])
     # the film-to-atlas map scales by atlas / film size along each axis (up to
     # rotations): its singular values are the inverse zooms; a pixel more or
     # less of thresholded lung field moves a zoom by under 0.02
     zooms = 1 / torch.linalg.svdvals(affines[0, :, :2])
     assert 0.8 < float(zooms.min()) and float(zooms.max()) < 1.0, zooms
+
+
+def _real_film() -> torch.Tensor:
+    r"""The real PA film RG1_UNCI as a 224-px, 3-channel input in [0, 1]."""
+    pydicom_data = pytest.importorskip("pydicom.data")
+    from captum_matex.data import read_image
+
+    pixels = torch.as_tensor(read_image(pydicom_data.get_testdata_file("RG1_UNCI.dcm")).pixels)
+    film = torch.nn.functional.interpolate(pixels.float()[None, None], size=(224, 224), mode="area")
+    return ((film - film.min()) / (film.max() - film.min())).expand(1, 3, 224, 224)
+
+
+def _lowest_lung_rows(prior: torch.Tensor) -> list[int]:
+    r"""The lowest row of each lung (right, left) where the prior reaches 0.5."""
+    return [int(torch.nonzero((lung.view(224, 224) >= 0.5).any(1)).max()) for lung in prior]
+
+
+#: Rows of RG1_UNCI's lung bases at 224 px, read off the film by eye on a
+#: 10-px grid: the right costophrenic angle near row 178, the left near 185
+#: (the right hemidiaphragm's dome near 160); a reading is good to about 8 px.
+_RG1_BASES = (178, 185)
+
+
+def test_the_builtin_atlas_fits_a_real_film_as_drawn():
+    # the built-in atlas's clinical proportions: its lung bases (rows 183 / 183)
+    # fall on the real film's within 15 px, the reading's 8 px plus margin
+    atlas = ChestAtlas()
+    prior = torch.stack([atlas.render([lung], (224, 224)).flatten() for lung in ("right lung", "left lung")])
+    for row, base in zip(_lowest_lung_rows(prior), _RG1_BASES):
+        assert abs(row - base) <= 15, (row, base)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known defect: intensity-only lung fields miss a real film's lower lungs, which soft "
+    "tissue makes brighter than the body threshold; the fit moves the atlas up (RG1_UNCI: "
+    "bases at rows 139 / 147 against about 178 / 185)"))
+def test_registration_keeps_a_real_films_lung_bases():
+    atlas = ChestAtlas()
+    prior = torch.stack([atlas.render([lung], (224, 224)).flatten() for lung in ("right lung", "left lung")])
+    registered = AtlasRegistration(atlas)(prior, _real_film().expand(2, 3, 224, 224), (224, 224))
+    for row, base in zip(_lowest_lung_rows(registered), _RG1_BASES):
+        assert abs(row - base) <= 15, (row, base)
 
 
 def test_options_are_checked():

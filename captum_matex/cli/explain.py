@@ -267,12 +267,17 @@ def explain(args: argparse.Namespace) -> dict:
     _phrases(args)  # refuse a call without phrases before loading anything
     if args.batch_size < 1:
         raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if not isinstance(args.method_kwargs, dict):
+        raise CLIError(f"--method-kwargs must be a JSON object, got {args.method_kwargs!r}")
     method = _method(args.method)
     radiograph = _read_radiograph(args.image)
     cautions = _domain_warnings(radiograph, args.model)
     model, processor, model_name = load_model(args.model, args.device)
     image, geometry = _model_input(radiograph, processor, args.mode, args.device)
-    explainer = method(model, processor)
+    try:
+        explainer = method(model, processor, **args.method_kwargs)
+    except TypeError as exc:
+        raise CLIError(f"--method-kwargs: {exc}") from exc
     report = _generated_report(explainer, image, args.max_new_tokens) if args.generate else None
     findings = [p for p in report_phrases(report or "") if not is_negated(p)]
     phrases = _phrases(args, findings)
@@ -295,6 +300,7 @@ def explain(args: argparse.Namespace) -> dict:
         "original_size": list(radiograph.size),
         "model": model_name,
         "method": args.method,
+        "method_kwargs": args.method_kwargs,
         "mode": args.mode,
         "model_input_size": list(image.shape[-2:]),
         "geometry": geometry.as_dict(),
@@ -323,6 +329,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     help="longest generated report, in tokens (default: 64)")
     ex.add_argument("--model", help=MODEL_HELP)
     ex.add_argument("--method", default="matex", help="explanation method (default: matex)")
+    ex.add_argument("--method-kwargs", type=json.loads, default={},
+                    help="JSON object of the method's constructor arguments, e.g. "
+                         "'{\"registration\": null}' (MATEX's atlas left unregistered)")
     ex.add_argument("--mode", choices=MODES, default="letterbox",
                     help="letterbox: fit the whole image and pad (default); processor: the "
                     "model processor's resize and centre crop (cropped borders get 0)")
