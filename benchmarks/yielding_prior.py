@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Mapping
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from captum_matex import MATEX
 from captum_matex._maps import normalize_max
@@ -50,7 +50,7 @@ class YieldingFusion(Fusion):
         return super().reweight(evidence, raised, openings)
 
 
-def explainer(setting: str, model, processor, atlas: str) -> MATEX:
+def explainer(setting: str, model: nn.Module, processor: object, atlas: str) -> MATEX:
     r"""MATEX as ``setting`` says, with the phantom-fitted or the generic atlas."""
     if setting == "no prior":
         return MATEX(model, processor, anatomical_prior=None)

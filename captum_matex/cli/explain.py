@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import re
 import sys
@@ -270,14 +271,15 @@ def explain(args: argparse.Namespace) -> dict:
     if not isinstance(args.method_kwargs, dict):
         raise CLIError(f"--method-kwargs must be a JSON object, got {args.method_kwargs!r}")
     method = _method(args.method)
+    try:  # refuse arguments the method does not take before loading anything
+        inspect.signature(method).bind_partial(None, None, **args.method_kwargs)
+    except TypeError as exc:
+        raise CLIError(f"--method-kwargs: {exc}") from exc
     radiograph = _read_radiograph(args.image)
     cautions = _domain_warnings(radiograph, args.model)
     model, processor, model_name = load_model(args.model, args.device)
     image, geometry = _model_input(radiograph, processor, args.mode, args.device)
-    try:
-        explainer = method(model, processor, **args.method_kwargs)
-    except TypeError as exc:
-        raise CLIError(f"--method-kwargs: {exc}") from exc
+    explainer = method(model, processor, **args.method_kwargs)
     report = _generated_report(explainer, image, args.max_new_tokens) if args.generate else None
     findings = [p for p in report_phrases(report or "") if not is_negated(p)]
     phrases = _phrases(args, findings)

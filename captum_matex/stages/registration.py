@@ -15,7 +15,7 @@ zoom), the prior is left as it is.
 
 On real films the intensity-only lung fields can miss the lower lungs
 (brightened by overlying soft tissue): on the PA film RG1_UNCI the fit moves
-the atlas's bases about 35 of 224 rows above the film's. Leave such films
+the atlas's bases about 40 of 224 rows above the film's. Leave such films
 unregistered (``registration=None``), also when the atlas is drawn from a lung
 segmentation of the film; method page.
 """
