@@ -27,7 +27,6 @@ from typing import Mapping
 from torch import Tensor, nn
 
 from captum_matex import MATEX
-from captum_matex._maps import normalize_max
 from captum_matex.evaluation.scoring import mean_localisation_scores, prepared_batches
 from captum_matex.loading import load_model
 from captum_matex.matex import default_fusion
@@ -45,7 +44,8 @@ class YieldingFusion(Fusion):
 
     def reweight(self, evidence: Tensor, priors: Mapping[str, Tensor],
                  openings: Mapping[str, Tensor] | None = None) -> Tensor:
-        share = normalize_max(evidence.flatten(1)).view_as(evidence)
+        peak = evidence.flatten(1).amax(1).clamp_min(1e-12)
+        share = evidence / peak.view(-1, *[1] * (evidence.dim() - 1))
         raised = {name: 1 - (1 - prior.to(share)) * (1 - share) for name, prior in priors.items()}
         return super().reweight(evidence, raised, openings)
 
