@@ -169,6 +169,42 @@ def test_registration_keeps_a_real_films_lung_bases():
         assert abs(row - base) <= 15, (row, base)
 
 
+def test_a_given_lung_segmenter_is_what_the_fit_follows(films):
+    images = torch.from_numpy(np.stack(films))[:, None].expand(-1, 3, -1, -1)
+
+    def lower(batch: torch.Tensor) -> torch.Tensor:  # the intensity fields, 10 px further down
+        fields = lung_fields(batch)
+        return torch.cat([torch.zeros_like(fields[:, :10]), fields[:, :-10]], 1)
+
+    affines, plausible = AtlasRegistration().transforms(images)
+    moved, still = AtlasRegistration(fields=lower).transforms(images)
+    assert bool(plausible.all()) and bool(still.all())
+    # film -> atlas maps A x + t: fields 10 px lower give the same A and t - 10 A e_y
+    # (the phantom's lungs end far above the bottom edge, so nothing is cut off)
+    assert torch.allclose(moved[..., :2], affines[..., :2], atol=1e-9)
+    assert torch.allclose(moved[..., 2], affines[..., 2] - 10 * affines[..., 1], atol=1e-6)
+
+
+def test_a_segmentation_of_the_whole_lungs_registers_a_real_film():
+    # lung fields as a segmenter would give them (ellipses through the film's
+    # lung edges as read by eye): the fit then keeps the bases on the film's
+    film = _real_film()
+    ys, xs = torch.meshgrid(torch.arange(224.0), torch.arange(224.0), indexing="ij")
+
+    def whole_lungs(batch: torch.Tensor) -> torch.Tensor:
+        right = ((xs - 63) / 42) ** 2 + ((ys - 103) / 76) ** 2 <= 1  # x 21-105, y 27-179
+        left = ((xs - 165) / 40) ** 2 + ((ys - 106) / 79) ** 2 <= 1  # x 125-205, y 27-185
+        return (right | left).float().expand(len(batch), -1, -1)
+
+    atlas = ChestAtlas()
+    prior = torch.stack([atlas.render([lung], (224, 224)).flatten() for lung in ("right lung", "left lung")])
+    registered = AtlasRegistration(atlas, fields=whole_lungs)(prior, film.expand(2, 3, 224, 224), (224, 224))
+    for row, base in zip(_lowest_lung_rows(registered), _RG1_BASES):
+        assert abs(row - base) <= 15, (row, base)
+    with pytest.raises(ValueError, match="fields must give"):
+        AtlasRegistration(fields=lambda batch: whole_lungs(batch)[:, :100]).transforms(film)
+
+
 def test_options_are_checked():
     with pytest.raises(ValueError, match="max_zoom"):
         AtlasRegistration(max_zoom=1.0)

@@ -15,14 +15,15 @@ zoom), the prior is left as it is.
 
 On real films the intensity-only lung fields can miss the lower lungs
 (brightened by overlying soft tissue): on the PA film RG1_UNCI the fit moves
-the atlas's bases about 40 of 224 rows above the film's. Leave such films
-unregistered (``registration=None``), also when the atlas is drawn from a lung
-segmentation of the film; method page.
+the atlas's bases about 40 of 224 rows above the film's. Give the
+registration a lung segmenter (``AtlasRegistration(fields=...)``) or leave
+such films unregistered (``registration=None``); method page.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -180,6 +181,11 @@ class AtlasRegistration:
             the film's diaphragm. Default: 2.5
         min_area (float, optional): smallest share of the film the lung
             fields must cover. Default: 0.03
+        fields (callable, optional): finds the lung fields of ``(B, C, H,
+            W)`` films as ``(B, H, W)`` masks in [0, 1], e.g. a lung
+            segmentation model's output. Default: :func:`lung_fields`
+            (intensity alone; it can miss a real film's lower lungs, see the
+            method page)
 
     Examples::
 
@@ -188,7 +194,8 @@ class AtlasRegistration:
     """
 
     def __init__(self, atlas: ChestAtlas | None = None, max_angle: float = 20.0,
-                 max_zoom: float = 2.5, min_area: float = 0.03) -> None:
+                 max_zoom: float = 2.5, min_area: float = 0.03,
+                 fields: Callable[[Tensor], Tensor] = lung_fields) -> None:
         if max_angle <= 0 or max_zoom <= 1 or not 0 <= min_area < 1:
             raise ValueError(
                 f"need max_angle > 0, max_zoom > 1 and 0 <= min_area < 1, got "
@@ -198,6 +205,7 @@ class AtlasRegistration:
         self.max_angle = max_angle
         self.max_zoom = max_zoom
         self.min_area = min_area
+        self.fields = fields
         self._frames: dict[tuple[int, int], tuple | None] = {}
 
     def transforms(self, images: Tensor) -> tuple[Tensor, Tensor]:
@@ -208,7 +216,10 @@ class AtlasRegistration:
         Args:
             images (Tensor): ``(B, C, H, W)`` films.
         """
-        lungs = lung_fields(images.detach())
+        lungs = self.fields(images.detach()).float()
+        if lungs.shape != (len(images), *images.shape[-2:]):
+            raise ValueError(f"fields must give (B, H, W) masks of the films' size, got "
+                             f"{tuple(lungs.shape)} for films of shape {tuple(images.shape)}")
         centre, angle, width, height, paired = _frames(lungs)
         atlas = self._atlas_frame(tuple(images.shape[-2:]), lungs.device)
         if atlas is None:
