@@ -29,7 +29,6 @@ from torch import Tensor, nn
 from captum_matex import MATEX
 from captum_matex.evaluation.scoring import mean_localisation_scores, prepared_batches
 from captum_matex.loading import load_model
-from captum_matex.matex import default_fusion
 from captum_matex.stages import AnatomicalPrior, Fusion, RegionSmoothing
 from captum_matex.zoo import phantom_prior
 
@@ -42,6 +41,13 @@ SETTINGS = ("no prior", "matex", "yielding", "smoothing", "yielding+smoothing")
 class YieldingFusion(Fusion):
     r"""MATEX's fusion with each prior raised towards 1 by the evidence's share of its peak."""
 
+    @classmethod
+    def like(cls, fusion: Fusion) -> "YieldingFusion":
+        r"""``fusion`` with every setting kept, yielding."""
+        raised = cls.__new__(cls)
+        raised.__dict__.update(vars(fusion))
+        return raised
+
     def reweight(self, evidence: Tensor, priors: Mapping[str, Tensor],
                  openings: Mapping[str, Tensor] | None = None) -> Tensor:
         peak = evidence.flatten(1).amax(1).clamp_min(1e-12)
@@ -52,15 +58,13 @@ class YieldingFusion(Fusion):
 
 def explainer(setting: str, model: nn.Module, processor: object, atlas: str) -> MATEX:
     r"""MATEX as ``setting`` says, with the phantom-fitted or the generic atlas."""
-    if setting == "no prior":
-        return MATEX(model, processor, anatomical_prior=None)
-    own = default_fusion(MATEX(model, processor).adapter)
-    fusion = (YieldingFusion if "yielding" in setting else Fusion)(
-        alpha=own.alpha, floors=own.floors, sigma=own.sigma, background=own.background,
-        gate=own.gate,
-        region_smoothing=RegionSmoothing() if "smoothing" in setting else own.region_smoothing)
-    prior = phantom_prior() if atlas == "phantom" else AnatomicalPrior()
-    return MATEX(model, processor, anatomical_prior=prior, fusion=fusion)
+    prior = None if setting == "no prior" else phantom_prior() if atlas == "phantom" else AnatomicalPrior()
+    explained = MATEX(model, processor, anatomical_prior=prior)
+    if "yielding" in setting:
+        explained.fusion = YieldingFusion.like(explained.fusion)
+    if "smoothing" in setting:  # as the user guide adds it (the matex_region_smoothing row)
+        explained.fusion.region_smoothing = RegionSmoothing()
+    return explained
 
 
 def main() -> None:

@@ -137,6 +137,11 @@ def _real_film() -> torch.Tensor:
     return ((film - film.min()) / (film.max() - film.min())).expand(1, 3, 224, 224)
 
 
+def _lungs(atlas: ChestAtlas) -> torch.Tensor:
+    r"""``(2, 224 * 224)`` priors of the atlas's right and left lung."""
+    return torch.stack([atlas.render([lung], (224, 224)).flatten() for lung in ("right lung", "left lung")])
+
+
 def _lowest_lung_rows(prior: torch.Tensor) -> list[int]:
     r"""The lowest row of each lung (right, left) where the prior reaches 0.5."""
     return [int(torch.nonzero((lung.view(224, 224) >= 0.5).any(1)).max()) for lung in prior]
@@ -152,7 +157,7 @@ def test_the_builtin_atlas_fits_a_real_film_as_drawn():
     # the built-in atlas's clinical proportions: its lung bases (rows 183 / 183)
     # fall on the real film's within 15 px, the reading's 8 px plus margin
     atlas = ChestAtlas()
-    prior = torch.stack([atlas.render([lung], (224, 224)).flatten() for lung in ("right lung", "left lung")])
+    prior = _lungs(atlas)
     for row, base in zip(_lowest_lung_rows(prior), _RG1_BASES):
         assert abs(row - base) <= 15, (row, base)
 
@@ -163,7 +168,7 @@ def test_the_builtin_atlas_fits_a_real_film_as_drawn():
     "bases at rows 139 / 147 against about 178 / 185)"))
 def test_registration_keeps_a_real_films_lung_bases():
     atlas = ChestAtlas()
-    prior = torch.stack([atlas.render([lung], (224, 224)).flatten() for lung in ("right lung", "left lung")])
+    prior = _lungs(atlas)
     registered = AtlasRegistration(atlas)(prior, _real_film().expand(2, 3, 224, 224), (224, 224))
     for row, base in zip(_lowest_lung_rows(registered), _RG1_BASES):
         assert abs(row - base) <= 15, (row, base)
@@ -197,7 +202,7 @@ def test_a_segmentation_of_the_whole_lungs_registers_a_real_film():
         return (right | left).float().expand(len(batch), -1, -1)
 
     atlas = ChestAtlas()
-    prior = torch.stack([atlas.render([lung], (224, 224)).flatten() for lung in ("right lung", "left lung")])
+    prior = _lungs(atlas)
     registered = AtlasRegistration(atlas, fields=whole_lungs)(prior, film.expand(2, 3, 224, 224), (224, 224))
     for row, base in zip(_lowest_lung_rows(registered), _RG1_BASES):
         assert abs(row - base) <= 15, (row, base)

@@ -271,10 +271,11 @@ def explain(args: argparse.Namespace) -> dict:
     if not isinstance(args.method_kwargs, dict):
         raise CLIError(f"--method-kwargs must be a JSON object, got {args.method_kwargs!r}")
     method = _method(args.method)
-    try:  # refuse arguments the method does not take before loading anything
-        inspect.signature(method).bind_partial(None, None, **args.method_kwargs)
-    except TypeError as exc:
-        raise CLIError(f"--method-kwargs: {exc}") from exc
+    if args.method_kwargs:  # refuse arguments the method does not take before loading anything
+        try:
+            inspect.signature(method).bind_partial(None, None, **args.method_kwargs)
+        except TypeError as exc:
+            raise CLIError(f"--method-kwargs: {exc}") from exc
     radiograph = _read_radiograph(args.image)
     cautions = _domain_warnings(radiograph, args.model)
     model, processor, model_name = load_model(args.model, args.device)
