@@ -128,6 +128,27 @@ def test_atlas_geometry_is_plausible() -> None:
     assert 0.54 < retro_x < heart_x + 0.15
 
 
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_builtin_lungs_have_a_clinical_outline(side) -> None:
+    # a frontal film's lung: apex near the mediastinum, the lateral border
+    # sloping out to the costophrenic angle at the lateral base, and the
+    # diaphragm dome rising towards the midline (the shape of 435 clinical lung
+    # masks; an egg with a central apex and a rounded base fails each line)
+    lung = ChestAtlas().render(f"{side} lung", (224, 224)) > 0.5
+    rows, cols = torch.nonzero(lung, as_tuple=True)
+    left, right = int(cols.min()), int(cols.max())
+    width = right - left + 1
+    # medial-to-lateral fraction of each column: the patient's right lung is on the image left
+    medial = (right - cols) / width if side == "right" else (cols - left) / width
+    top, bottom = int(rows.min()), int(rows.max())
+    assert float(medial[rows == top].mean()) < 0.25  # apex: in the medial quarter
+    assert float(medial[rows == bottom].mean()) > 0.75  # lowest point: the lateral quarter
+    lowest = [int(rows[(medial > lo) & (medial <= lo + 0.1)].max()) for lo in (0.0, 0.9)]
+    # the dome: the medial tenth ends higher than the lateral tenth, by more than
+    # 3% of the height (measured 6%, 9 px; the egg's medial tenth ends 3 px lower)
+    assert lowest[1] - lowest[0] > 0.03 * (bottom - top + 1), lowest
+
+
 def test_atlas_renders_soft_values_in_unit_interval() -> None:
     atlas = ChestAtlas()
     for region in ATLAS_REGIONS:

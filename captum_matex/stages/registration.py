@@ -175,9 +175,10 @@ class AtlasRegistration:
         max_zoom (float, optional): largest factor by which the film's lung
             fields may be wider, narrower, taller or shorter than the
             atlas's. The phantom's lungs are squat against the built-in
-            atlas's clinical proportions (height 0.50-0.77 of it, width
-            0.70-0.97, on 2000 test films of seed 4): the earlier default
-            1.6 left 39% of them unregistered, with the prior's bases below
+            atlas's clinical proportions (height 0.54-0.90 of it, width
+            0.73-1.03, on the first 1000 test films of seed 4): a limit of
+            1.6 leaves 11% of them unregistered (39% of 2000 with the
+            atlas's earlier egg-shaped lungs), with the prior's bases below
             the film's diaphragm. Default: 2.5
         min_area (float, optional): smallest share of the film the lung
             fields must cover. Default: 0.03

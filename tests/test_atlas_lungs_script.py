@@ -1,0 +1,63 @@
+"""benchmarks/atlas_lungs.py: the built-in lungs against masks of known shape."""
+
+from __future__ import annotations
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from captum_matex.stages import ChestAtlas
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "atlas_lungs.py"
+
+
+def _save(folder: Path, name: str, mask: np.ndarray) -> None:
+    Image.fromarray((mask * 255).astype(np.uint8)).save(folder / f"{name}.png")
+
+
+def _ellipses(size: tuple[int, int]) -> np.ndarray:
+    r"""Two upright ellipses in the atlas's lung boxes: no shape of a real lung."""
+    h, w = size
+    y, x = np.mgrid[0:h, 0:w]
+    centre_y, radius_y, radius_x = 0.47 * h, 0.35 * h, 0.18 * w
+    return sum(((x - cx * w) / radius_x) ** 2 + ((y - centre_y) / radius_y) ** 2 <= 1
+               for cx in (0.28, 0.72)).astype(np.float32)
+
+
+def _run(folder: Path, monkeypatch, capsys) -> dict:
+    monkeypatch.setattr(sys, "argv", [str(SCRIPT), str(folder)])
+    runpy.run_path(str(SCRIPT), run_name="__main__")
+    return json.loads(capsys.readouterr().out)
+
+
+def test_masks_of_the_atlas_itself_match_and_ellipses_do_not(tmp_path, monkeypatch, capsys):
+    atlas = ChestAtlas()
+    own, other = tmp_path / "own", tmp_path / "other"
+    own.mkdir()
+    other.mkdir()
+    for size in ((200, 200), (180, 240), (256, 192)):  # different canvases, same outline
+        lungs = [atlas.render(f"{side} lung", size).numpy() > 0.5 for side in ("right", "left")]
+        _save(own, f"{size[0]}x{size[1]}", (lungs[0] | lungs[1]).astype(np.float32))
+        _save(other, f"{size[0]}x{size[1]}", _ellipses(size))
+    _save(own, "one lung", lungs[0].astype(np.float32))  # no pair: skipped
+    result = _run(own, monkeypatch, capsys)
+    assert (result["masks"], result["two lungs"]) == (4, 3)
+    # the atlas against its own outline, resampled: only edge pixels can differ
+    # (measured 0.99 and above)
+    for name in ("right lung", "left lung", "both lungs", "both lungs, per film median"):
+        assert result[name] > 0.97, result
+    ellipses = _run(other, monkeypatch, capsys)
+    # an ellipse's apex is central and its base round: measured about 0.9
+    assert ellipses["two lungs"] == 3
+    assert ellipses["right lung"] < result["right lung"] - 0.03, (ellipses, result)
+
+
+def test_a_folder_without_two_lungs_is_refused(tmp_path, monkeypatch, capsys):
+    _save(tmp_path, "blank", np.zeros((64, 64), np.float32))
+    with pytest.raises(SystemExit, match="no mask with two lungs"):
+        _run(tmp_path, monkeypatch, capsys)
