@@ -13,7 +13,10 @@ The table on the method page ("Defaults and how they were chosen") comes from
     python benchmarks/yielding_prior.py --model phantom-clip --splits val,geometry \\
         --settings "no prior,matex,yielding,yielding+smoothing" --limit 200 --seed 0
 
-(and ``--seed 2``, ``--model phantom-siglip``, ``--model phantom-llava``).
+(and ``--seed 2``, ``--model phantom-siglip``, ``--model phantom-llava``). The
+``no smoothing`` setting takes out the region smoothing MATEX applies by
+default on a probe or a decoder (the method page's generic-atlas rows for
+it: ``--model phantom-siglip --atlas generic --settings "no smoothing,matex"``).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from captum_matex.zoo import phantom_prior
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from robustness_val import samples  # noqa: E402  (the same validation films and splits)
 
-SETTINGS = ("no prior", "matex", "yielding", "smoothing", "yielding+smoothing")
+SETTINGS = ("no prior", "matex", "no smoothing", "yielding", "smoothing", "yielding+smoothing")
 
 
 class YieldingFusion(Fusion):
@@ -62,7 +65,9 @@ def explainer(setting: str, model: nn.Module, processor: object, atlas: str) -> 
     explained = MATEX(model, processor, anatomical_prior=prior)
     if "yielding" in setting:
         explained.fusion = YieldingFusion.like(explained.fusion)
-    if "smoothing" in setting:  # as the user guide adds it (the matex_region_smoothing row)
+    if setting == "no smoothing":  # MATEX's default on probes and decoders, taken out
+        explained.fusion.region_smoothing = None
+    elif "smoothing" in setting:  # as the user guide adds it (the matex_region_smoothing row)
         explained.fusion.region_smoothing = RegionSmoothing()
     return explained
 

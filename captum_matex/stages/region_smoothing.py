@@ -40,7 +40,7 @@ class RegionSmoothing:
     (:data:`~captum_matex.matex.REGION_SMOOTHING`; phantom SigLIP and report
     model: mIoU and CNR up with the phantom-fitted atlas, about level with
     the generic one); on class-token readouts it helps with an atlas fitted to the films and
-    costs pointing game and mIoU with the generic one, so it is opt-in there
+    costs mIoU with the generic one, so it is opt-in there
     (the benchmark's ``matex_region_smoothing`` row). Measurements: method
     and results pages.
 
