@@ -46,6 +46,7 @@ from captum_matex.stages import AtlasRegistration, ChestAtlas
 
 SIZE = 128  # side of the common frame every cropped lung is resampled to
 INPUT = 224  # side of the model input a film is letterboxed into
+LUNGS = ("right lung", "left lung")
 SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
@@ -116,15 +117,14 @@ def placed(mask: np.ndarray, atlas: ChestAtlas) -> tuple[float, float]:
     segmenter gives :class:`~captum_matex.stages.AtlasRegistration`); NaN where
     the registration declines the fit."""
     film = letterbox(mask)
-    lungs = torch.stack([atlas.render(name, (INPUT, INPUT)).flatten()
-                         for name in ("right lung", "left lung")])
+    lungs = atlas.render(list(LUNGS), (INPUT, INPUT))
     registration = AtlasRegistration(atlas, fields=lambda batch: film.expand(len(batch), -1, -1),
                                      overlying=())  # whole-lung masks (docstring)
-    images = film.expand(2, 3, INPUT, INPUT)
-    fitted = bool(registration.transforms(images[:1])[1][0])
-    warped = registration(lungs, images, (INPUT, INPUT))
-    drawn_dice = dice(lungs.amax(0).view(INPUT, INPUT), film)
-    return drawn_dice, dice(warped.amax(0).view(INPUT, INPUT), film) if fitted else math.nan
+    image = film.expand(1, 3, INPUT, INPUT)
+    if not bool(registration.transforms(image)[1][0]):
+        return dice(lungs, film), math.nan
+    warped = registration(lungs.flatten()[None], image, (INPUT, INPUT))
+    return dice(lungs, film), dice(warped.view(INPUT, INPUT), film)
 
 
 def compare(masks: Iterator[np.ndarray], atlas: ChestAtlas) -> dict:
@@ -144,8 +144,8 @@ def compare(masks: Iterator[np.ndarray], atlas: ChestAtlas) -> dict:
         on_film.append(placed(mask, atlas))
     if not frames["both lungs"]:
         raise SystemExit("no mask with two lungs found")
-    drawn = {name: atlas.render(name, (512, 512)) for name in ("right lung", "left lung")}
-    drawn["both lungs"] = torch.maximum(drawn["right lung"], drawn["left lung"])
+    drawn = {name: atlas.render(name, (512, 512)) for name in LUNGS}
+    drawn["both lungs"] = atlas.render(list(LUNGS), (512, 512))  # the union
     result: dict = {"masks": total, "two lungs": len(frames["both lungs"])}
     for name, crops in frames.items():
         result[name] = round(dice(crop(drawn[name]), torch.stack(crops).mean(0)), 3)

@@ -248,8 +248,8 @@ class AtlasRegistration:
         return _pixel_affines(film, atlas), plausible
 
     def _atlas_frame(self, size: tuple[int, int], device: torch.device) -> tuple | None:
-        r"""The frame of the atlas's lung fields as a film shows them (the
-        overlying heart and mediastinum taken out), cached per canvas size."""
+        r"""The frame of the atlas's lung fields as the film's fields show them
+        (the ``overlying`` regions taken out), cached per canvas size."""
         if size not in self._frames:
             visible = self.atlas.render(list(_LUNGS), size)
             for region in self.overlying:
