@@ -16,7 +16,10 @@ The table on the method page ("Defaults and how they were chosen") comes from
 (and ``--seed 2``, ``--model phantom-siglip``, ``--model phantom-llava``). The
 ``no smoothing`` setting takes out the region smoothing MATEX applies by
 default on a probe or a decoder (the method page's generic-atlas rows for
-it: ``--model phantom-siglip --atlas generic --settings "no smoothing,matex"``).
+it: ``--model phantom-siglip --atlas generic --settings "no smoothing,matex"``). The
+``basins`` setting spreads the priors over the evidence's basins
+(:class:`~captum_matex.stages.EvidenceBasins`; the method page's rows for it:
+``--atlas generic,phantom --settings "no prior,matex,basins"``).
 """
 
 from __future__ import annotations
@@ -32,13 +35,13 @@ from torch import Tensor, nn
 from captum_matex import MATEX
 from captum_matex.evaluation.scoring import mean_localisation_scores, prepared_batches
 from captum_matex.loading import load_model
-from captum_matex.stages import AnatomicalPrior, Fusion, RegionSmoothing
+from captum_matex.stages import AnatomicalPrior, EvidenceBasins, Fusion, RegionSmoothing
 from captum_matex.zoo import phantom_prior
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from robustness_val import samples  # noqa: E402  (the same validation films and splits)
 
-SETTINGS = ("no prior", "matex", "no smoothing", "yielding", "smoothing", "yielding+smoothing")
+SETTINGS = ("no prior", "matex", "no smoothing", "basins", "yielding", "smoothing", "yielding+smoothing")
 
 
 class YieldingFusion(Fusion):
@@ -65,6 +68,8 @@ def explainer(setting: str, model: nn.Module, processor: object, atlas: str) -> 
     explained = MATEX(model, processor, anatomical_prior=prior)
     if "yielding" in setting:
         explained.fusion = YieldingFusion.like(explained.fusion)
+    if setting == "basins":  # the priors spread over the evidence's basins (opt-in)
+        explained.fusion.basins = EvidenceBasins()
     if setting == "no smoothing":  # MATEX's default on probes and decoders, taken out
         explained.fusion.region_smoothing = None
     elif "smoothing" in setting:  # as the user guide adds it (the matex_region_smoothing row)

@@ -138,7 +138,7 @@ def test_registry_lists_and_returns_every_method():
         "feature_ablation", "layer_gradcam", "prior_only", "matex_no_anatomy",
         "matex_with_text_prior", "matex_no_rollout", "matex_no_consistency", "matex_no_propagation",
         "llm_attribution",
-        "matex_with_decoder_prior", "matex_region_smoothing",
+        "matex_with_decoder_prior", "matex_region_smoothing", "matex_evidence_basins",
     }
     assert set(names) == expected and names == sorted(names)
     assert baselines.get("matex") is MATEX
@@ -403,6 +403,25 @@ def test_matex_with_text_prior_adds_the_model_derived_prior(clip_model, tokenize
         trace = adapter.trace(images, text, attentions=False)
     expected = PatchTextPrior()(trace.patch_embeddings, trace.text_embeddings, (4, 4))
     close(diag.priors["text"].flatten(1), expected, 1e-5)
+
+
+def test_matex_evidence_basins_is_matex_with_basins_in_its_fusion(clip_model, tokenizer, images):
+    from captum_matex.stages import EvidenceBasins, Fusion
+
+    default = MATEX(clip_model, tokenizer, anatomical_prior=AnatomicalPrior())
+    variant = baselines.get("matex_evidence_basins")(clip_model, tokenizer, anatomical_prior=AnatomicalPrior())
+    assert isinstance(variant.fusion.basins, EvidenceBasins) and default.fusion.basins is None
+    _, found = variant.attribute(images, (PHRASES,), return_diagnostics=True)
+    _, plain = default.attribute(images, (PHRASES,), return_diagnostics=True)
+    close(found.evidence, plain.evidence, 1e-6)  # the same evidence, re-weighted otherwise
+    own = Fusion(alpha=default.fusion.alpha, gate=default.fusion.gate,
+                 background=default.fusion.background, basins=EvidenceBasins())
+    expected = MATEX(clip_model, tokenizer, anatomical_prior=AnatomicalPrior(), fusion=own).attribute(
+        images, (PHRASES,), output="grid")
+    close(found.fused[:, None], expected, 1e-6)
+    assert (found.fused - plain.fused).abs().amax() > 1e-3  # the basins change the maps
+    assert baselines.get("matex_evidence_basins")(clip_model, tokenizer, fusion=default.fusion).fusion \
+        is default.fusion
 
 
 def test_matex_region_smoothing_is_matex_with_the_smoothing_in_its_fusion(clip_model, tokenizer, images):

@@ -8,6 +8,7 @@ from torch import nn
 from captum_matex.adapters import VisionLanguageAdapter
 from captum_matex.baselines._registry import register
 from captum_matex.matex import MATEX
+from captum_matex.stages.basins import EvidenceBasins
 from captum_matex.stages.decoder_prior import DecoderAttentionPrior
 from captum_matex.stages.region_smoothing import RegionSmoothing
 from captum_matex.stages.text_prior import PatchTextPrior
@@ -94,20 +95,41 @@ class MATEXWithTextPrior(MATEX):
         return "MATEX + text prior"
 
 
+class _FusionOption(MATEX):
+    r"""MATEX whose default fusion gains one opt-in part (a fusion passed in is
+    used as given)."""
+
+    part: str = ""
+    title: str = ""
+    option: type = object
+
+    def __init__(self, model: nn.Module | VisionLanguageAdapter, tokenizer=None, **stages) -> None:
+        super().__init__(model, tokenizer, **stages)
+        if "fusion" not in stages and getattr(self.fusion, self.part) is None:
+            setattr(self.fusion, self.part, self.option())
+
+    @classmethod
+    def get_name(cls) -> str:
+        """The variant's name, e.g. ``"MATEX + region smoothing"``."""
+        return f"MATEX + {cls.title}"
+
+
 @register("matex_region_smoothing")
-class MATEXRegionSmoothing(MATEX):
+class MATEXRegionSmoothing(_FusionOption):
     r"""MATEX whose default fusion smooths the evidence within the anatomical
     prior's regions (:class:`~captum_matex.stages.RegionSmoothing`) on every
     readout: the row that shows what that step changes where it is opt-in
     (:data:`~captum_matex.matex.REGION_SMOOTHING`; on attention-probe and
     decoder readouts it is MATEX itself)."""
 
-    def __init__(self, model: nn.Module | VisionLanguageAdapter, tokenizer=None, **stages) -> None:
-        super().__init__(model, tokenizer, **stages)
-        if "fusion" not in stages and self.fusion.region_smoothing is None:
-            self.fusion.region_smoothing = RegionSmoothing()
+    part, title, option = "region_smoothing", "region smoothing", RegionSmoothing
 
-    @classmethod
-    def get_name(cls) -> str:
-        """``"MATEX + region smoothing"``."""
-        return "MATEX + region smoothing"
+
+@register("matex_evidence_basins")
+class MATEXEvidenceBasins(_FusionOption):
+    r"""MATEX whose default fusion spreads each prior over the evidence's
+    basins (:class:`~captum_matex.stages.EvidenceBasins`): the priors scale
+    whole regions of the model's evidence and reshape none (opt-in; suits an
+    atlas that does not fit the films)."""
+
+    part, title, option = "basins", "evidence basins", EvidenceBasins

@@ -8,6 +8,7 @@ from captum_matex.stages.anatomy import (
     parse_phrase,
 )
 from captum_matex.stages.attention import GradWeightedAttention
+from captum_matex.stages.basins import EvidenceBasins, evidence_basins
 from captum_matex.stages.consistency import ConsistencyResult, LayerConsistency, weigh_by_agreement
 from captum_matex.stages.decoder_prior import DecoderAttentionPrior
 from captum_matex.stages.fusion import Fusion
@@ -40,6 +41,7 @@ __all__ = [
     "ConsistencyStage",
     "DecoderAttentionPrior",
     "DecoderPriorStage",
+    "EvidenceBasins",
     "FeatureAffinity",
     "Fusion",
     "FusionStage",
@@ -55,6 +57,7 @@ __all__ = [
     "RolloutStage",
     "TextPriorStage",
     "default_registration",
+    "evidence_basins",
     "lung_fields",
     "parse_phrase",
     "rollout",

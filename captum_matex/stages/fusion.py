@@ -7,6 +7,7 @@ from typing import Mapping
 from torch import Tensor
 
 from captum_matex._maps import gaussian_smooth, normalize_max, normalize_minmax
+from captum_matex.stages.basins import EvidenceBasins
 from captum_matex.stages.gate import PriorGate
 from captum_matex.stages.region_smoothing import RegionSmoothing
 
@@ -34,7 +35,9 @@ class Fusion:
     :class:`~captum_matex.stages.gate.PriorGate` of prior :math:`p` on this
     sample (1 without a gate). With ``region_smoothing``, :math:`E'` is first
     averaged within the anatomical prior's region
-    (:class:`~captum_matex.stages.RegionSmoothing`). Every :math:`\lambda_p > 0`, so a prior can
+    (:class:`~captum_matex.stages.RegionSmoothing`); with ``basins``, each
+    :math:`p` is first spread over the evidence's basins
+    (:class:`~captum_matex.stages.EvidenceBasins`). Every :math:`\lambda_p > 0`, so a prior can
     only re-weight the model's evidence, never create it; the gate keeps it
     off where the evidence does not lean towards it (flat or randomised
     evidence, evidence on the other side of the film than the phrase says).
@@ -71,6 +74,13 @@ class Fusion:
             grid in the call, and the patch embeddings for its feature term);
             ``None`` leaves the evidence as it is. Default: None (MATEX's
             defaults by readout: :data:`~captum_matex.matex.REGION_SMOOTHING`).
+        basins: spreads each prior over the basins of the evidence (after
+            any region smoothing), so that it scales whole regions of
+            evidence and reshapes none, e.g.
+            :class:`~captum_matex.stages.EvidenceBasins` ``()`` (needs the
+            grid in the call); ``None`` re-weights patch by patch. Default:
+            None (opt-in: it suits an atlas that does not fit the films; see
+            the method page)
     """
 
     def __init__(
@@ -82,6 +92,7 @@ class Fusion:
         background: float | None = None,
         gate: PriorGate | None = None,
         region_smoothing: RegionSmoothing | None = None,
+        basins: EvidenceBasins | None = None,
     ) -> None:
         if not 0 <= alpha <= 1:
             raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
@@ -96,6 +107,7 @@ class Fusion:
         self.background = background
         self.gate = gate
         self.region_smoothing = region_smoothing
+        self.basins = basins
         for name, floor in {**self.floors, "default": default_floor}.items():
             if not 0 < floor <= 1:
                 raise ValueError(f"prior floor for {name!r} must lie in (0, 1], got {floor}")
@@ -136,10 +148,11 @@ class Fusion:
         """
         fused = self.evidence(rollouts, consistency)
         regional = self.region_smoothing is not None and "anatomy" in priors
-        if grid is None and (self.sigma > 0 or regional or (self.gate is not None and priors)):
+        by_patch = self.gate is not None or self.basins is not None
+        if grid is None and (self.sigma > 0 or regional or (by_patch and priors)):
             raise ValueError(
-                "Fusion with sigma > 0, a prior gate or region smoothing needs the patch grid: "
-                "call it with grid=(h, w)"
+                "Fusion with sigma > 0, a prior gate, region smoothing or evidence basins needs "
+                "the patch grid: call it with grid=(h, w)"
             )
         if self.sigma > 0:
             fused = gaussian_smooth(fused.view(-1, *grid), self.sigma).flatten(1)
@@ -152,6 +165,8 @@ class Fusion:
         if regional:
             fused = self.region_smoothing(
                 fused, priors["anatomy"], openings.get("anatomy"), grid, features)
+        if self.basins is not None:
+            priors = {name: self.basins(fused, prior, grid) for name, prior in priors.items()}
         return self.reweight(fused, priors, openings)
 
     def reweight(
