@@ -18,8 +18,14 @@ The table on the method page ("Defaults and how they were chosen") comes from
 default on a probe or a decoder (the method page's generic-atlas rows for
 it: ``--model phantom-siglip --atlas generic --settings "no smoothing,matex"``). The
 ``basins`` setting spreads the priors over the evidence's basins
-(:class:`~captum_matex.stages.EvidenceBasins`; the method page's rows for it:
-``--atlas generic,phantom --settings "no prior,matex,basins"``).
+(:class:`~captum_matex.stages.EvidenceBasins`), as MATEX does by default with
+a drawn atlas such as the generic one; ``per patch`` gives MATEX the fusion
+it uses with a fitted atlas whatever the atlas (re-weighting patch by patch,
+smoothing within regions on a probe or a decoder). The method page's rows
+for them: ``--atlas generic,phantom --settings "no prior,matex,per patch,per
+patch+smoothing,per patch+basins"`` (CLIP) and ``--settings "no
+prior,matex,per patch,per patch+no smoothing,per patch+basins"`` (SigLIP,
+report model).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from typing import Mapping
 from torch import Tensor, nn
 
 from captum_matex import MATEX
+from captum_matex.matex import default_fusion
 from captum_matex.evaluation.scoring import mean_localisation_scores, prepared_batches
 from captum_matex.loading import load_model
 from captum_matex.stages import AnatomicalPrior, EvidenceBasins, Fusion, RegionSmoothing
@@ -41,7 +48,8 @@ from captum_matex.zoo import phantom_prior
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from robustness_val import samples  # noqa: E402  (the same validation films and splits)
 
-SETTINGS = ("no prior", "matex", "no smoothing", "basins", "yielding", "smoothing", "yielding+smoothing")
+#: Settings, combined with "+" (e.g. "yielding+smoothing", "basins+no smoothing").
+SETTINGS = ("no prior", "matex", "per patch", "no smoothing", "basins", "yielding", "smoothing")
 
 
 class YieldingFusion(Fusion):
@@ -64,15 +72,21 @@ class YieldingFusion(Fusion):
 
 def explainer(setting: str, model: nn.Module, processor: object, atlas: str) -> MATEX:
     r"""MATEX as ``setting`` says, with the phantom-fitted or the generic atlas."""
-    prior = None if setting == "no prior" else phantom_prior() if atlas == "phantom" else AnatomicalPrior()
+    parts = set(setting.split("+"))
+    unknown = parts - set(SETTINGS)
+    if unknown:
+        raise SystemExit(f"unknown setting(s) {', '.join(sorted(unknown))}; choose from {SETTINGS}")
+    prior = None if "no prior" in parts else phantom_prior() if atlas == "phantom" else AnatomicalPrior()
     explained = MATEX(model, processor, anatomical_prior=prior)
-    if "yielding" in setting:
+    if "per patch" in parts:  # the fusion MATEX uses with a fitted atlas, whatever the atlas
+        explained.fusion = default_fusion(explained.adapter)
+    if "yielding" in parts:
         explained.fusion = YieldingFusion.like(explained.fusion)
-    if setting == "basins":  # the priors spread over the evidence's basins (opt-in)
+    if "basins" in parts:  # the priors spread over the evidence's basins (opt-in)
         explained.fusion.basins = EvidenceBasins()
-    if setting == "no smoothing":  # MATEX's default on probes and decoders, taken out
+    if "no smoothing" in parts:  # MATEX's default on probes and decoders, taken out
         explained.fusion.region_smoothing = None
-    elif "smoothing" in setting:  # as the user guide adds it (the matex_region_smoothing row)
+    if "smoothing" in parts:  # as the user guide adds it (the matex_region_smoothing row)
         explained.fusion.region_smoothing = RegionSmoothing()
     return explained
 
@@ -85,7 +99,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=300, help="pairs per split")
     parser.add_argument("--splits", default="val", help="comma-separated: val, geometry, ...")
     parser.add_argument("--settings", default="matex,yielding",
-                        help="comma-separated subset of " + ", ".join(map(repr, SETTINGS)))
+                        help="comma-separated settings, each one or more of "
+                        + ", ".join(map(repr, SETTINGS)) + " joined by '+'")
     args = parser.parse_args()
     model, processor = load_model(args.model)
     for split in args.splits.split(","):

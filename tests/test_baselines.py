@@ -29,7 +29,7 @@ from captum_matex.baselines import (
     SmoothGrad,
     ViTGradCAM,
 )
-from captum_matex.stages.anatomy import AnatomicalPrior
+from captum_matex.stages.anatomy import AnatomicalPrior, ChestAtlas
 from captum_matex.stages.text_prior import PatchTextPrior
 
 # small settings for the costly methods; every other method runs with its defaults
@@ -405,21 +405,33 @@ def test_matex_with_text_prior_adds_the_model_derived_prior(clip_model, tokenize
     close(diag.priors["text"].flatten(1), expected, 1e-5)
 
 
+def fitted_prior() -> AnatomicalPrior:
+    r"""An anatomical prior on an atlas whose lungs are masks (here the built-in
+    drawing's own, rendered), so MATEX's fusion re-weights patch by patch."""
+    drawing = ChestAtlas()
+    masks = {name: drawing.render(name, (224, 224)) for name in ("right lung", "left lung")}
+    return AnatomicalPrior(atlas=ChestAtlas(masks=masks))
+
+
 def test_matex_evidence_basins_is_matex_with_basins_in_its_fusion(clip_model, tokenizer, images):
     from captum_matex.stages import EvidenceBasins, Fusion
 
-    default = MATEX(clip_model, tokenizer, anatomical_prior=AnatomicalPrior())
-    variant = baselines.get("matex_evidence_basins")(clip_model, tokenizer, anatomical_prior=AnatomicalPrior())
+    default = MATEX(clip_model, tokenizer, anatomical_prior=fitted_prior())
+    variant = baselines.get("matex_evidence_basins")(clip_model, tokenizer, anatomical_prior=fitted_prior())
     assert isinstance(variant.fusion.basins, EvidenceBasins) and default.fusion.basins is None
     _, found = variant.attribute(images, (PHRASES,), return_diagnostics=True)
     _, plain = default.attribute(images, (PHRASES,), return_diagnostics=True)
     close(found.evidence, plain.evidence, 1e-6)  # the same evidence, re-weighted otherwise
     own = Fusion(alpha=default.fusion.alpha, gate=default.fusion.gate,
                  background=default.fusion.background, basins=EvidenceBasins())
-    expected = MATEX(clip_model, tokenizer, anatomical_prior=AnatomicalPrior(), fusion=own).attribute(
+    expected = MATEX(clip_model, tokenizer, anatomical_prior=fitted_prior(), fusion=own).attribute(
         images, (PHRASES,), output="grid")
     close(found.fused[:, None], expected, 1e-6)
     assert (found.fused - plain.fused).abs().amax() > 1e-3  # the basins change the maps
+    # on the built-in (drawn) atlas MATEX weighs basins already: the variant is MATEX
+    drawn = baselines.get("matex_evidence_basins")(clip_model, tokenizer)
+    close(drawn.attribute(images, (PHRASES,), output="grid"),
+          MATEX(clip_model, tokenizer).attribute(images, (PHRASES,), output="grid"), 1e-6)
     assert baselines.get("matex_evidence_basins")(clip_model, tokenizer, fusion=default.fusion).fusion \
         is default.fusion
 
@@ -436,13 +448,14 @@ def test_matex_region_smoothing_is_matex_with_the_smoothing_in_its_fusion(clip_m
     # the same model evidence (the same operations on the same inputs), smoothed only in the fusion
     close(found.evidence, plain.evidence, 1e-6)
     own = Fusion(alpha=default.fusion.alpha, gate=default.fusion.gate,
-                 background=default.fusion.background, region_smoothing=RegionSmoothing())
+                 background=default.fusion.background, region_smoothing=RegionSmoothing(),
+                 basins=default.fusion.basins)  # the built-in atlas: priors weigh basins
     expected = MATEX(clip_model, tokenizer, fusion=own).attribute(images, (PHRASES,), output="grid")
     close(found.fused[:, None], expected, 1e-6)
     # MATEX hands the fusion the model's patch embeddings: the feature term changes the maps
     spatial = Fusion(alpha=default.fusion.alpha, gate=default.fusion.gate,
                      background=default.fusion.background,
-                     region_smoothing=RegionSmoothing(temperature=None))
+                     region_smoothing=RegionSmoothing(temperature=None), basins=default.fusion.basins)
     without = MATEX(clip_model, tokenizer, fusion=spatial).attribute(images, (PHRASES,), output="grid")
     assert (without - expected).abs().amax() > 1e-3
     # a fusion stage written before ``features`` joined the protocol still works

@@ -85,3 +85,24 @@ def test_rows_of_a_batch_are_independent():
     together = EvidenceBasins()(evidence, prior, GRID)
     alone = torch.cat([EvidenceBasins()(evidence[i : i + 1], prior[i : i + 1], GRID) for i in range(2)])
     assert torch.allclose(together, alone, rtol=1e-12)
+
+
+@pytest.mark.parametrize("readout", ["class token", "attention probe", "decoder"])
+def test_matex_weighs_basins_on_a_drawn_atlas_and_patches_on_a_fitted_one(readout):
+    from types import SimpleNamespace
+
+    from captum_matex.matex import REGION_SMOOTHING, default_fusion
+    from captum_matex.stages import AnatomicalPrior, ChestAtlas
+
+    lung = torch.zeros(32, 32)
+    lung[8:24, 4:14] = 1.0
+    one_lung = ChestAtlas(masks={"right lung": lung})
+    fitted = ChestAtlas(masks={"right lung": lung, "Left Lung": lung, "heart": lung})
+    assert not ChestAtlas().fitted and not one_lung.fitted and fitted.fitted
+    adapter = SimpleNamespace(capabilities=frozenset({readout}))
+    drawn = default_fusion(adapter, AnatomicalPrior())
+    assert isinstance(drawn.basins, EvidenceBasins) and drawn.region_smoothing is None
+    for prior in (AnatomicalPrior(atlas=fitted), None, object()):  # fitted, none, a custom stage
+        fusion = default_fusion(adapter, prior)
+        assert fusion.basins is None
+        assert (fusion.region_smoothing is not None) == REGION_SMOOTHING[readout]

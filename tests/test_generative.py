@@ -140,9 +140,15 @@ def test_matex_defaults_on_a_generative_model_are_the_measured_ones():
     # gated, as on the dual encoders: the priors follow the decoder's evidence
     assert isinstance(explainer.fusion.gate, PriorGate) and PRIOR_GATE["decoder"]
     assert explainer.fusion.background is None is EVIDENCE_BACKGROUND["decoder"]  # measured: kept
-    from captum_matex.stages import RegionSmoothing  # measured: on, as for a probe
+    from captum_matex.stages import EvidenceBasins, RegionSmoothing
+    from captum_matex.zoo import phantom_prior
 
-    assert isinstance(explainer.fusion.region_smoothing, RegionSmoothing)
+    # measured: with the built-in (drawn) atlas the priors weigh evidence basins, unsmoothed;
+    # with a fitted atlas they re-weight patch by patch, smoothed within regions as for a probe
+    assert isinstance(explainer.fusion.basins, EvidenceBasins)
+    assert explainer.fusion.region_smoothing is None
+    fitted = MATEX(make_generative("llava"), anatomical_prior=phantom_prior())
+    assert isinstance(fitted.fusion.region_smoothing, RegionSmoothing) and fitted.fusion.basins is None
     _, diag = explainer.attribute(IMAGES, (PHRASE_IDS,), return_diagnostics=True)
     assert list(diag.priors) == ["anatomy"]
     clip = MATEX(make_clip())

@@ -147,15 +147,24 @@ def test_matex_fuses_with_the_alpha_measured_for_its_readout():
     assert FUSION_ALPHA == {"class token": 0.875, "attention probe": 0.0, "decoder": 0.0}
     assert isinstance(siglip.fusion.gate, PriorGate) and isinstance(clip.fusion.gate, PriorGate)
     assert siglip.fusion.background == clip.fusion.background == 0.5
-    from captum_matex.stages import RegionSmoothing  # on for a probe, opt-in for a class token
+    from captum_matex.stages import EvidenceBasins, RegionSmoothing
+    from captum_matex.zoo import phantom_prior
 
-    assert isinstance(siglip.fusion.region_smoothing, RegionSmoothing)
-    assert clip.fusion.region_smoothing is None
+    # with a fitted atlas: smoothing on for a probe, opt-in for a class token; with the
+    # built-in (drawn) atlas neither smooths and the priors weigh evidence basins
+    fitted_siglip = MATEX(make_siglip(), make_tokenizer(), anatomical_prior=phantom_prior())
+    fitted_clip = MATEX(make_clip(), make_tokenizer(), anatomical_prior=phantom_prior())
+    assert isinstance(fitted_siglip.fusion.region_smoothing, RegionSmoothing)
+    assert fitted_clip.fusion.region_smoothing is None
+    assert fitted_siglip.fusion.basins is None and fitted_clip.fusion.basins is None
+    for drawn in (siglip, clip):
+        assert drawn.fusion.region_smoothing is None
+        assert isinstance(drawn.fusion.basins, EvidenceBasins)
     # the weight reaches the map: the probe model's map differs from one fused at CLIP's alpha
     images, phrases = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)), WORDS[:2]
     default = siglip.attribute(images, (phrases,))
     clip_fusion = Fusion(alpha=FUSION_ALPHA["class token"], gate=PriorGate(), background=0.5,
-                         region_smoothing=RegionSmoothing())
+                         basins=EvidenceBasins())
     at_clip_alpha = MATEX(make_siglip(), make_tokenizer(), fusion=clip_fusion).attribute(
         images, (phrases,))
     assert (default - at_clip_alpha).abs().amax() > 1e-3

@@ -49,3 +49,21 @@ def test_no_smoothing_takes_out_a_probes_default_smoothing(monkeypatch, capsys):
     # the SigLIP smooths by default, so taking it out changes the maps (measured:
     # mIoU 0.330 against 0.357 on these four films, far above rounding)
     assert abs(lines["no smoothing"]["miou"] - lines["matex"]["miou"]) > 0.01, lines
+
+
+def test_settings_combine_with_plus():
+    from captum_matex.loading import load_model
+    from captum_matex.stages import EvidenceBasins, RegionSmoothing
+
+    explainer = runpy.run_path(str(SCRIPT))["explainer"]
+    model, processor = load_model("phantom-siglip")
+    # the built-in atlas is drawn: MATEX weighs basins and does not smooth
+    drawn = explainer("matex", model, processor, "generic").fusion
+    assert isinstance(drawn.basins, EvidenceBasins) and drawn.region_smoothing is None
+    # "per patch": the fusion MATEX uses with a fitted atlas (a probe smooths), on any atlas
+    per_patch = explainer("per patch", model, processor, "generic").fusion
+    assert per_patch.basins is None and isinstance(per_patch.region_smoothing, RegionSmoothing)
+    both = explainer("per patch+no smoothing+basins", model, processor, "generic").fusion
+    assert isinstance(both.basins, EvidenceBasins) and both.region_smoothing is None
+    with pytest.raises(SystemExit, match="unknown setting"):
+        explainer("per basin", model, processor, "generic")

@@ -188,6 +188,13 @@ class ChestAtlas:
         r"""Region names whose built-in shape is replaced by a user mask."""
         return tuple(self._masks)
 
+    @property
+    def fitted(self) -> bool:
+        r"""Whether both lungs come from masks (fitted to a data set's anatomy
+        or to a film, e.g. by a lung segmenter) rather than the built-in
+        drawing; every zone, base and angle is derived from the lungs."""
+        return {"right lung", "left lung"} <= set(self._masks)
+
     def render(self, regions: str | Sequence[str], size: tuple[int, int]) -> Tensor:
         r"""Render one region, or the union (pixelwise max) of several.
 

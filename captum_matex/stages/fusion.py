@@ -73,14 +73,15 @@ class Fusion:
             :class:`~captum_matex.stages.RegionSmoothing` ``()`` (needs the
             grid in the call, and the patch embeddings for its feature term);
             ``None`` leaves the evidence as it is. Default: None (MATEX's
-            defaults by readout: :data:`~captum_matex.matex.REGION_SMOOTHING`).
+            defaults by readout, with a fitted atlas:
+            :data:`~captum_matex.matex.REGION_SMOOTHING`).
         basins: spreads each prior over the basins of the evidence (after
             any region smoothing), so that it scales whole regions of
             evidence and reshapes none, e.g.
             :class:`~captum_matex.stages.EvidenceBasins` ``()`` (needs the
             grid in the call); ``None`` re-weights patch by patch. Default:
-            None (opt-in: it suits an atlas that does not fit the films; see
-            the method page)
+            None (MATEX's default with a drawn atlas:
+            :func:`~captum_matex.matex.default_fusion`)
     """
 
     def __init__(
