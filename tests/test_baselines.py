@@ -423,7 +423,8 @@ def test_matex_evidence_basins_is_matex_with_basins_in_its_fusion(clip_model, to
     _, plain = default.attribute(images, (PHRASES,), return_diagnostics=True)
     close(found.evidence, plain.evidence, 1e-6)  # the same evidence, re-weighted otherwise
     own = Fusion(alpha=default.fusion.alpha, gate=default.fusion.gate,
-                 background=default.fusion.background, basins=EvidenceBasins())
+                 background=default.fusion.background, basins=EvidenceBasins(),
+                 region_smoothing=default.fusion.region_smoothing)  # a fitted atlas smooths
     expected = MATEX(clip_model, tokenizer, anatomical_prior=fitted_prior(), fusion=own).attribute(
         images, (PHRASES,), output="grid")
     close(found.fused[:, None], expected, 1e-6)
@@ -442,7 +443,7 @@ def test_matex_region_smoothing_is_matex_with_the_smoothing_in_its_fusion(clip_m
     variant = baselines.get("matex_region_smoothing")(clip_model, tokenizer)
     default = MATEX(clip_model, tokenizer)
     assert isinstance(variant.fusion.region_smoothing, RegionSmoothing)
-    assert default.fusion.region_smoothing is None  # opt-in: MATEX's own fusion leaves it out
+    assert default.fusion.region_smoothing is None  # the built-in atlas is drawn: no smoothing
     _, found = variant.attribute(images, (PHRASES,), return_diagnostics=True)
     _, plain = default.attribute(images, (PHRASES,), return_diagnostics=True)
     # the same model evidence (the same operations on the same inputs), smoothed only in the fusion

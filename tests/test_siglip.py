@@ -150,12 +150,12 @@ def test_matex_fuses_with_the_alpha_measured_for_its_readout():
     from captum_matex.stages import EvidenceBasins, RegionSmoothing
     from captum_matex.zoo import phantom_prior
 
-    # with a fitted atlas: smoothing on for a probe, opt-in for a class token; with the
-    # built-in (drawn) atlas neither smooths and the priors weigh evidence basins
+    # with a fitted atlas both smooth within regions; with the built-in (drawn) atlas
+    # neither smooths and the priors weigh evidence basins
     fitted_siglip = MATEX(make_siglip(), make_tokenizer(), anatomical_prior=phantom_prior())
     fitted_clip = MATEX(make_clip(), make_tokenizer(), anatomical_prior=phantom_prior())
     assert isinstance(fitted_siglip.fusion.region_smoothing, RegionSmoothing)
-    assert fitted_clip.fusion.region_smoothing is None
+    assert isinstance(fitted_clip.fusion.region_smoothing, RegionSmoothing)
     assert fitted_siglip.fusion.basins is None and fitted_clip.fusion.basins is None
     for drawn in (siglip, clip):
         assert drawn.fusion.region_smoothing is None

@@ -117,10 +117,10 @@ class _FusionOption(MATEX):
 @register("matex_region_smoothing")
 class MATEXRegionSmoothing(_FusionOption):
     r"""MATEX whose default fusion smooths the evidence within the anatomical
-    prior's regions (:class:`~captum_matex.stages.RegionSmoothing`) on every
-    readout: the row that shows what that step changes where it is opt-in
-    (:data:`~captum_matex.matex.REGION_SMOOTHING`; on attention-probe and
-    decoder readouts it is MATEX itself)."""
+    prior's regions (:class:`~captum_matex.stages.RegionSmoothing`) whatever
+    the atlas: the row that shows what that step changes with a drawn atlas,
+    where MATEX leaves it out (with a fitted atlas it is MATEX itself:
+    :data:`~captum_matex.matex.REGION_SMOOTHING`)."""
 
     part, title, option = "region_smoothing", "region smoothing", RegionSmoothing
 

@@ -36,15 +36,15 @@ class RegionSmoothing:
     is zero stays zero, and with the gate closed (flat or randomised evidence,
     evidence on the other side) nothing changes.
 
-    MATEX smooths by default on attention-probe and decoder readouts when
-    its atlas is fitted to the films (:data:`~captum_matex.matex.REGION_SMOOTHING`;
-    phantom SigLIP and report model with the phantom-fitted atlas: mIoU and
-    CNR up); on class-token readouts it is opt-in (the benchmark's
-    ``matex_region_smoothing`` row), and with a drawn atlas such as the
-    built-in one MATEX never smooths: a drawn region's edges miss the
-    film's structures, and its priors weigh whole evidence basins instead
-    (:class:`~captum_matex.stages.EvidenceBasins`). Measurements: method
-    and results pages.
+    MATEX smooths by default on every readout when its atlas is fitted to
+    the films (:data:`~captum_matex.matex.REGION_SMOOTHING`; phantom CLIP,
+    SigLIP and report model with the phantom-fitted atlas: mIoU and CNR
+    up). With a drawn atlas such as the built-in one it never smooths: a
+    drawn region's edges miss the film's structures, and its priors weigh
+    whole evidence basins instead
+    (:class:`~captum_matex.stages.EvidenceBasins`; the benchmark's
+    ``matex_region_smoothing`` row adds the smoothing there too).
+    Measurements: method and results pages.
 
     Args:
         weight (float, optional): :math:`w`, how much of the evidence is
