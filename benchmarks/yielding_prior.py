@@ -14,18 +14,18 @@ The table on the method page ("Defaults and how they were chosen") comes from
         --settings "no prior,matex,yielding,yielding+smoothing" --limit 200 --seed 0
 
 (and ``--seed 2``, ``--model phantom-siglip``, ``--model phantom-llava``). The
-``no smoothing`` setting takes out the region smoothing MATEX applies by
-default on a probe or a decoder (the method page's generic-atlas rows for
-it: ``--model phantom-siglip --atlas generic --settings "no smoothing,matex"``). The
 ``basins`` setting spreads the priors over the evidence's basins
 (:class:`~captum_matex.stages.EvidenceBasins`), as MATEX does by default with
 a drawn atlas such as the generic one; ``per patch`` gives MATEX the fusion
 it uses with a fitted atlas whatever the atlas (re-weighting patch by patch,
-smoothing within regions on a probe or a decoder). The method page's rows
-for them: ``--atlas generic,phantom --settings "no prior,matex,per patch,per
-patch+smoothing,per patch+basins"`` (CLIP) and ``--settings "no
-prior,matex,per patch,per patch+no smoothing,per patch+basins"`` (SigLIP,
-report model).
+smoothed within regions); ``no smoothing`` takes that smoothing out. The
+method page's "Fusion" rows: ``--atlas generic,phantom --settings "no
+prior,matex,per patch,per patch+basins"``. Rows measured before these
+defaults (MATEX with the generic atlas re-weighting patch by patch, the
+CLIP unsmoothed: the yielding prior's table, the generic-atlas rows of the
+region-smoothing table) come from ``per patch`` on the SigLIP and the
+report model and ``per patch+no smoothing`` on the CLIP, with ``yielding``
+and ``smoothing`` added as the table says.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def explainer(setting: str, model: nn.Module, processor: object, atlas: str) -> 
         explained.fusion = YieldingFusion.like(explained.fusion)
     if "basins" in parts:  # the priors spread over the evidence's basins (opt-in)
         explained.fusion.basins = EvidenceBasins()
-    if "no smoothing" in parts:  # MATEX's default on probes and decoders, taken out
+    if "no smoothing" in parts:  # MATEX's default with a fitted atlas, taken out
         explained.fusion.region_smoothing = None
     if "smoothing" in parts:  # as the user guide adds it (the matex_region_smoothing row)
         explained.fusion.region_smoothing = RegionSmoothing()
