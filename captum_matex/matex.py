@@ -51,7 +51,8 @@ class MATEXDiagnostics:
         consistency: ``(B, h, w)`` consistency-weighted map (after the
             evidence propagation, if any), or ``None``.
         evidence: ``(B, h, w)`` the model's evidence before the priors.
-        priors: prior name to ``(B, h, w)`` prior.
+        priors: prior name to ``(B, h, w)`` prior, as read (before the fusion
+            gates it or spreads it over evidence basins).
         phrases: the explained phrases where known.
         fused: ``(B, h, w)`` final map on the grid.
     """
