@@ -82,7 +82,7 @@ def explainer(setting: str, model: nn.Module, processor: object, atlas: str) -> 
         explained.fusion = default_fusion(explained.adapter)
     if "yielding" in parts:
         explained.fusion = YieldingFusion.like(explained.fusion)
-    if "basins" in parts:  # the priors spread over the evidence's basins (opt-in)
+    if "basins" in parts:  # the priors spread over the evidence's basins (MATEX's default with a drawn atlas)
         explained.fusion.basins = EvidenceBasins()
     if "no smoothing" in parts:  # MATEX's default with a fitted atlas, taken out
         explained.fusion.region_smoothing = None

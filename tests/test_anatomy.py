@@ -132,7 +132,7 @@ def test_atlas_geometry_is_plausible() -> None:
 def test_builtin_lungs_have_a_clinical_outline(side) -> None:
     # a frontal film's lung: apex near the mediastinum, the lateral border
     # sloping out to the costophrenic angle at the lateral base, and the
-    # diaphragm dome rising towards the midline (the shape of 435 clinical lung
+    # diaphragm dome rising towards the midline (the shape of 434 clinical lung
     # masks; an egg with a central apex and a rounded base fails each line)
     lung = ChestAtlas().render(f"{side} lung", (224, 224)) > 0.5
     rows, cols = torch.nonzero(lung, as_tuple=True)

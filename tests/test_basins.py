@@ -106,3 +106,14 @@ def test_matex_weighs_basins_on_a_drawn_atlas_and_patches_on_a_fitted_one(readou
         fusion = default_fusion(adapter, prior)
         assert fusion.basins is None
         assert (fusion.region_smoothing is not None) == REGION_SMOOTHING[readout]
+
+
+def test_several_priors_share_one_set_of_basins():
+    evidence = torch.cat([bumps((2, 2), (6, 8)), bumps((4, 5), (1, 9), heights=[0.7, 1.0])])
+    generator = torch.Generator().manual_seed(1)
+    priors = {name: torch.rand(2, GRID[0] * GRID[1], dtype=torch.float64, generator=generator)
+              for name in ("anatomy", "text")}
+    spread = EvidenceBasins().spread(evidence, priors, GRID)
+    assert list(spread) == ["anatomy", "text"]
+    for name, prior in priors.items():  # the same as spreading each prior on its own
+        assert torch.equal(spread[name], EvidenceBasins()(evidence, prior, GRID))

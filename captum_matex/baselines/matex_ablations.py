@@ -129,7 +129,8 @@ class MATEXRegionSmoothing(_FusionOption):
 class MATEXEvidenceBasins(_FusionOption):
     r"""MATEX whose default fusion spreads each prior over the evidence's
     basins (:class:`~captum_matex.stages.EvidenceBasins`): the priors scale
-    whole regions of the model's evidence and reshape none (opt-in; suits an
-    atlas that does not fit the films)."""
+    whole regions of the model's evidence and reshape none. The row that
+    shows what that changes with a fitted atlas; with a drawn atlas it is
+    MATEX itself (:func:`~captum_matex.matex.drawn_atlas`)."""
 
     part, title, option = "basins", "evidence basins", EvidenceBasins

@@ -3,6 +3,7 @@ r"""Let a prior choose between the model's evidence regions without reshaping on
 from __future__ import annotations
 
 import math
+from typing import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -93,16 +94,25 @@ class EvidenceBasins:
             Tensor: ``(B, h * w)`` prior, constant over each basin, peak 1
             (a sample without evidence keeps its prior).
         """
+        return self.spread(evidence, {"prior": prior}, grid)["prior"]
+
+    def spread(self, evidence: Tensor, priors: Mapping[str, Tensor],
+               grid: tuple[int, int]) -> dict[str, Tensor]:
+        r"""Every prior of ``priors`` (name to ``(B, h * w)``) spread over the
+        same basins of ``evidence``, found once, as :meth:`__call__` spreads one."""
         work = torch.promote_types(evidence.dtype, torch.float32)
-        e, p = evidence.to(work), prior.to(work)
+        e = evidence.to(work)
         basins = evidence_basins(e, grid)
-        weighted = torch.zeros_like(e).scatter_add_(1, basins, e * p)
         mass = torch.zeros_like(e).scatter_add_(1, basins, e)
         tiny = torch.finfo(work).tiny
-        mean = (weighted / mass.clamp_min(tiny)).gather(1, basins)
-        peak = mean.amax(1, keepdim=True)
-        spread = mean / peak.clamp_min(tiny)
-        return torch.where(peak > 0, spread, p).to(prior.dtype)
+        spread = {}
+        for name, prior in priors.items():
+            p = prior.to(work)
+            weighted = torch.zeros_like(e).scatter_add_(1, basins, e * p)
+            mean = (weighted / mass.clamp_min(tiny)).gather(1, basins)
+            peak = mean.amax(1, keepdim=True)
+            spread[name] = torch.where(peak > 0, mean / peak.clamp_min(tiny), p).to(prior.dtype)
+        return spread
 
     def __repr__(self) -> str:
         return "EvidenceBasins()"

@@ -149,8 +149,8 @@ class Fusion:
         """
         fused = self.evidence(rollouts, consistency)
         regional = self.region_smoothing is not None and "anatomy" in priors
-        by_patch = self.gate is not None or self.basins is not None
-        if grid is None and (self.sigma > 0 or regional or (by_patch and priors)):
+        reads_grid = self.gate is not None or self.basins is not None
+        if grid is None and (self.sigma > 0 or regional or (reads_grid and priors)):
             raise ValueError(
                 "Fusion with sigma > 0, a prior gate, region smoothing or evidence basins needs "
                 "the patch grid: call it with grid=(h, w)"
@@ -167,7 +167,7 @@ class Fusion:
             fused = self.region_smoothing(
                 fused, priors["anatomy"], openings.get("anatomy"), grid, features)
         if self.basins is not None:
-            priors = {name: self.basins(fused, prior, grid) for name, prior in priors.items()}
+            priors = self.basins.spread(fused, priors, grid)
         return self.reweight(fused, priors, openings)
 
     def reweight(
